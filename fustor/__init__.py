@@ -1,0 +1,3 @@
+"""Fustor: a live, merged, queryable copy of the metadata of many file trees."""
+
+__version__ = "0.9.0"
