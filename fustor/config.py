@@ -8,19 +8,17 @@ the file and the key path, before anything is started.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import yaml
 
 from fustor.errors import ConfigError
-
-T = TypeVar("T")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -250,7 +248,7 @@ class _Node:
         f = self._origin.get("") or next(iter(self._origin.values()), None)
         return str(f) if f else None
 
-    def fail(self, msg: str, sub: str | None = None) -> None:
+    def fail(self, msg: str, sub: str | None = None) -> NoReturn:
         key = f"{self.key}.{sub}" if sub and self.key else (sub or self.key or None)
         raise ConfigError(msg, file=self._file_for(key), key=key)
 
@@ -268,7 +266,7 @@ class _Node:
         self._used.add(name)
         return _Node(self.data.get(name), f"{self.key}.{name}" if self.key else name, self._origin)
 
-    def get(self, name: str, kind: type[T] | tuple[type, ...], default: T, check: Callable[[Any], str | None] | None = None) -> T:
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
         self._used.add(name)
         if name not in self.data or self.data[name] is None:
             return default
@@ -284,12 +282,12 @@ class _Node:
             problem = check(v)
             if problem:
                 self.fail(problem, name)
-        return v  # type: ignore[no-any-return]
+        return v
 
-    def require(self, name: str, kind: type[T], check: Callable[[Any], str | None] | None = None) -> T:
+    def require(self, name: str, kind: type, check: Callable[[Any], str | None] | None = None) -> Any:
         if name not in self.data or self.data[name] is None:
             self.fail("is required", name)
-        return self.get(name, kind, None, check)  # type: ignore[arg-type]
+        return self.get(name, kind, None, check)
 
     def str_list(self, name: str) -> tuple[str, ...]:
         self._used.add(name)
@@ -343,13 +341,13 @@ def _logging(root: _Node) -> LoggingConfig:
     level = node.get("level", str, "INFO").upper()
     if level not in LOG_LEVELS:
         node.fail(f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}", "level")
-    cfg = LoggingConfig(level=level, file=node.get("file", str, None))  # type: ignore[arg-type]
+    cfg = LoggingConfig(level=level, file=node.get("file", str, None))
     node.done()
     return cfg
 
 
 def _ref(node: _Node, name: str, what: str, known: Mapping[str, object]) -> str:
-    ref = node.require(name, str)
+    ref: str = node.require(name, str)
     if ref not in known:
         node.fail(f"no {what} named {ref!r} (known: {', '.join(sorted(known)) or 'none'})", name)
     return ref
@@ -409,7 +407,7 @@ def parse_fusion(data: dict[str, Any], origin: Mapping[str, Path]) -> FusionConf
         for i, v in enumerate(vlist):
             if v not in views:
                 node.fail(f"no view named {v!r} (known: {', '.join(sorted(views)) or 'none'})", f"views[{i}]")
-        pt = node.get("session_timeout_seconds", float, None, _positive)  # type: ignore[arg-type]
+        pt = node.get("session_timeout_seconds", float, None, _positive)
         pipes[pid] = FusionPipeConfig(
             id=pid, receiver=rid, views=vlist,
             audit_interval_sec=node.get("audit_interval_sec", float, 600.0, _positive),
@@ -442,8 +440,8 @@ def parse_fusion(data: dict[str, Any], origin: Mapping[str, Path]) -> FusionConf
             if pipes[k.pipe_id].receiver != rid:
                 root.fail(f"pipe {k.pipe_id!r} is attached to receiver {pipes[k.pipe_id].receiver!r}, not {rid!r}",
                           f"receivers.{rid}.api_keys[{i}].pipe_id")
-    for vid, v in views.items():
-        for i, key in enumerate(v.api_keys):
+    for vid, view in views.items():
+        for i, key in enumerate(view.api_keys):
             claim(key, f"views.{vid}.api_keys[{i}]")
     for i, key in enumerate(mgmt_keys):
         claim(key, f"management.api_keys[{i}]")

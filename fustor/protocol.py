@@ -175,7 +175,7 @@ class _Row:
             raise self.fail(field, f"expected a number, got {v!r}")
         return float(v)
 
-    def int(self, field: str, *, lo: int = 0, hi: int | None = None, default: int | None = None) -> int:
+    def integer(self, field: str, *, lo: int = 0, hi: int | None = None, default: int | None = None) -> int:
         v = self.d.get(field, default)
         if v is None:
             raise self.fail(field, "is required")
@@ -185,7 +185,7 @@ class _Row:
             raise self.fail(field, f"out of range ({v})")
         return v
 
-    def str(self, field: str, *, required: bool = True, choices: tuple[str, ...] = ()) -> str | None:
+    def text(self, field: str, *, required: bool = True, choices: tuple[str, ...] = ()) -> str | None:
         v = self.d.get(field)
         if v is None:
             if required:
@@ -197,7 +197,7 @@ class _Row:
             raise self.fail(field, f"must be one of {', '.join(choices)}, got {v!r}")
         return v
 
-    def bool(self, field: str, default: bool) -> bool:
+    def flag(self, field: str, default: bool) -> bool:
         v = self.d.get(field, default)
         if not isinstance(v, bool):
             raise self.fail(field, f"expected true or false, got {v!r}")
@@ -205,7 +205,7 @@ class _Row:
 
 
 def _attrs(r: _Row) -> Attrs:
-    kind = r.str("type", choices=TYPES)
+    kind = r.text("type", choices=TYPES)
     target = r.d.get("target")
     if kind == SYMLINK:
         if not isinstance(target, str):
@@ -214,25 +214,85 @@ def _attrs(r: _Row) -> Attrs:
         raise r.fail("target", "only symlinks have a target")
     return Attrs(
         type=kind,  # type: ignore[arg-type]
-        size=r.int("size"),
+        size=r.integer("size"),
         mtime=r.num("mtime"),  # type: ignore[arg-type]
         ctime=r.num("ctime", required=False) or 0.0,
-        mode=r.int("mode", hi=0o7777),
-        uid=r.int("uid", default=0),
-        gid=r.int("gid", default=0),
+        mode=r.integer("mode", hi=0o7777),
+        uid=r.integer("uid", default=0),
+        gid=r.integer("gid", default=0),
         target=target,
     )
 
 
+def _valid_path(p: object) -> bool:
+    """Cheap check of the common case; anything unusual goes to paths.check for the message."""
+    return (
+        type(p) is str
+        and p[:1] == "/"
+        and (p == "/" or (
+            p[-1] != "/" and "//" not in p and "\x00" not in p
+            and "/./" not in p and "/../" not in p
+            and not p.endswith(("/.", "/.."))
+        ))
+    )
+
+
+_INT_FIELDS = ("size", "mode", "uid", "gid")
+
+
+def _fast_upsert(raw: dict[str, Any]) -> Upsert | None:
+    """Upsert rows are almost all of the traffic: validate them without the generic reader.
+    Returns None when anything is unusual, and the slow path then names the problem."""
+    try:
+        path = raw["path"]
+        kind = raw["type"]
+        mtime = raw["mtime"]
+    except KeyError:
+        return None
+    size = raw.get("size", None)
+    mode = raw.get("mode", None)
+    uid = raw.get("uid", 0)
+    gid = raw.get("gid", 0)
+    ctime = raw.get("ctime", 0.0)
+    if not (
+        _valid_path(path)
+        and (kind == FILE or kind == DIR)
+        and "target" not in raw
+        and type(size) is int and size >= 0
+        and type(mode) is int and 0 <= mode <= 0o7777
+        and type(uid) is int and uid >= 0
+        and type(gid) is int and gid >= 0
+        and (type(mtime) is float or type(mtime) is int)
+        and (type(ctime) is float or type(ctime) is int)
+        and math.isfinite(mtime) and math.isfinite(ctime)
+    ):
+        return None
+    scan = raw.get("scan")
+    write = raw.get("write")
+    pm = raw.get("parent_mtime")
+    if (scan is not None and (type(scan) is not str or not scan)) or (
+        write is not None and write not in WRITE_STATES
+    ) or (pm is not None and (type(pm) not in (float, int) or not math.isfinite(pm))):
+        return None
+    return Upsert(
+        path, Attrs(kind, size, float(mtime), float(ctime), mode, uid, gid), scan, write,
+        None if pm is None else float(pm),
+    )
+
+
 def parse_event(raw: object, where: str = "event") -> Event:
+    if type(raw) is dict and raw.get("op") == "upsert":
+        fast = _fast_upsert(raw)
+        if fast is not None:
+            return fast
     if not isinstance(raw, dict):
         raise ProtocolError(f"{where}: expected an object, got {type(raw).__name__}")
     r = _Row(raw, where)
-    op = r.str("op", choices=("upsert", "delete", "move", "scan_start", "dir_done", "missing", "scan_end"))
+    op = r.text("op", choices=("upsert", "delete", "move", "scan_start", "dir_done", "missing", "scan_end"))
     if op == "upsert":
         return Upsert(
-            path=r.path(), attrs=_attrs(r), scan=r.str("scan", required=False),
-            write=r.str("write", required=False, choices=WRITE_STATES),
+            path=r.path(), attrs=_attrs(r), scan=r.text("scan", required=False),
+            write=r.text("write", required=False, choices=WRITE_STATES),
             parent_mtime=r.num("parent_mtime", required=False),
         )
     if op == "delete":
@@ -242,23 +302,23 @@ def parse_event(raw: object, where: str = "event") -> Event:
         if src == "/" or paths.is_within(dst, src):
             raise r.fail("dest", f"cannot move {src!r} into itself ({dst!r})")
         return Move(path=src, dest=dst)
-    scan = r.str("scan")
+    scan = r.text("scan")
     assert scan is not None
     if op == "scan_start":
         return ScanStart(
-            scan=scan, kind=r.str("kind", choices=SCAN_KINDS),  # type: ignore[arg-type]
-            path=r.path() if "path" in raw else "/", recursive=r.bool("recursive", True),
-            job_id=r.str("job_id", required=False),
+            scan=scan, kind=r.text("kind", choices=SCAN_KINDS),  # type: ignore[arg-type]
+            path=r.path() if "path" in raw else "/", recursive=r.flag("recursive", True),
+            job_id=r.text("job_id", required=False),
         )
     if op == "dir_done":
-        return DirDone(scan=scan, path=r.path(), skipped=r.bool("skipped", False))
+        return DirDone(scan=scan, path=r.path(), skipped=r.flag("skipped", False))
     if op == "missing":
         return Missing(scan=scan, path=r.path())
     err = raw.get("error")
     if err is not None and not isinstance(err, str):
         raise r.fail("error", f"expected a string, got {err!r}")
-    return ScanEnd(scan=scan, ok=r.bool("ok", True), entries=r.int("entries", default=0),
-                   errors=r.int("errors", default=0), error=err)
+    return ScanEnd(scan=scan, ok=r.flag("ok", True), entries=r.integer("entries", default=0),
+                   errors=r.integer("errors", default=0), error=err)
 
 
 def parse_batch(body: object, *, max_events: int) -> Batch:
