@@ -146,7 +146,10 @@ def config_files(role: str, explicit: str | os.PathLike[str] | None = None) -> l
     if chosen:
         p = Path(chosen).expanduser()
         if p.is_dir():
-            return _dir_files(p)
+            files = _dir_files(p)
+            if not files:
+                raise ConfigError("no *.yaml files in this directory", file=str(p))
+            return files
         if not p.is_file():
             raise ConfigError("no such config file", file=str(p))
         return [p]
@@ -170,6 +173,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
