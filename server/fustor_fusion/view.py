@@ -1,20 +1,39 @@
 """A view: one PipeTree per pipe routed to it, queried as their union (DESIGN §3).
 
-Sync, no I/O: the service applies batches and answers queries between two awaits.
+Sync, no I/O: the service applies batches and answers queries between two awaits. Union
+counters (entries, files, directories, total_size, conflicts) are kept incrementally: with
+several pipes every tree reports each path it changes and the view recounts only that path.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fustor.config import ViewConfig
-from fustor.errors import NotFoundError
+from fustor.errors import NotFoundError, ProtocolError
 from fustor.protocol import Event, ScanEnd, ScanStart
+from fustor_fusion import query
 from fustor_fusion.merge import PipeTree
+from fustor_fusion.tree import I_MTIME, I_SIZE, REC, Dir, Node, child_path, rec_of
+
+log = logging.getLogger(__name__)
+_unpack = REC.unpack
 
 __all__ = ["PipeTree", "View"]
+
+
+
+def _contribution(nodes: list[Node]) -> tuple[int, int, int, int, int]:
+    """(entries, files, dirs, size, conflicts) that one path adds to the union counters."""
+    if not nodes:
+        return 0, 0, 0, 0, 0
+    if any(type(n) is Dir for n in nodes):
+        return 1, 0, 1, 0, int(any(type(n) is not Dir for n in nodes))
+    best = max(nodes, key=lambda n: _unpack(rec_of(n))[I_MTIME])
+    return 1, 1, 0, (_unpack(best)[I_SIZE] if type(best) is bytes else 0), 0
 
 
 class View:
@@ -32,8 +51,15 @@ class View:
         self._mono = mono
         self.on_scan_end: Callable[[str, ScanEnd, ScanStart], None] | None = None
         self._trees: dict[str, PipeTree] = {}
+        self._union = [0, 0, 0, 0, 0]    # entries, files, dirs, size, conflicts (≥ 2 pipes)
         for pid in pipe_ids:
             self._trees[pid] = PipeTree(pid, config.driver_params, wall=wall, mono=mono)
+        self._install_observers()
+
+    # ------------------------------------------------------------------ pipes
+    @property
+    def pipe_ids(self) -> list[str]:
+        return list(self._trees)
 
     def tree_of(self, pipe_id: str) -> PipeTree:
         try:
@@ -41,20 +67,107 @@ class View:
         except KeyError:
             raise NotFoundError(f"pipe {pipe_id!r} is not routed to view {self.id!r}") from None
 
+    def add_pipe(self, pipe_id: str) -> PipeTree:
+        """Route one more pipe to this view (config reload); its tree starts empty."""
+        if pipe_id not in self._trees:
+            self._trees[pipe_id] = PipeTree(pipe_id, self.config.driver_params,
+                                             wall=self._wall, mono=self._mono)
+            self._install_observers()
+        return self._trees[pipe_id]
+
+    def remove_pipe(self, pipe_id: str) -> None:
+        """Stop serving a pipe (config reload); the union counters are recounted once."""
+        if self._trees.pop(pipe_id, None) is not None:
+            self._install_observers()
+
+    def _install_observers(self) -> None:
+        trees = list(self._trees.values())
+        for t in trees:
+            t.observer = None
+        self._union = [0, 0, 0, 0, 0]
+        if len(trees) < 2:
+            return
+        # recount from scratch (only on construction and reconfiguration)
+        seen: set[str] = set()
+        for t in trees:
+            for path, _ in t.walk("/", t.root):
+                if path != "/" and path not in seen:
+                    seen.add(path)
+                    self._add_contribution(query.holders_of(trees, path), +1)
+        for t in trees:
+            t.observer = self._observer_for(t)
+
+    def _add_contribution(self, holders: query.Holders, sign: int) -> None:
+        c = _contribution([n for _, n in holders])
+        u = self._union
+        for i in range(5):
+            u[i] += sign * c[i]
+
+    def _observer_for(self, me: PipeTree) -> Callable[[str, Node | None, Node | None], None]:
+        others = [t for t in self._trees.values() if t is not me]
+        u = self._union
+
+        def observe(path: str, old: Node | None, new: Node | None) -> None:
+            rest = [n for t in others if (n := t.get(path)) is not None]
+            a = _contribution(rest + [old] if old is not None else rest)
+            b = _contribution(rest + [new] if new is not None else rest)
+            for i in range(5):
+                u[i] += b[i] - a[i]
+        return observe
+
+    # ------------------------------------------------------------------ ingest
     def apply(self, pipe_id: str, events: Sequence[Event]) -> int:
-        raise NotImplementedError
+        """Apply rows in order (the caller validated the batch); returns rows applied."""
+        t = self.tree_of(pipe_id)
+        n = t.apply(events)
+        if t.ended:
+            ended, t.ended = t.ended, []
+            hook = self.on_scan_end
+            for end, start in ended:
+                if hook is not None:
+                    try:
+                        hook(pipe_id, end, start)
+                    except Exception:
+                        log.exception("view %s: on_scan_end hook failed for scan %s",
+                                      self.id, end.scan)
+        return n
 
     def scan_progress(self, pipe_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        t = self.tree_of(pipe_id)
+        return {
+            "running": [s.info() for s in t.scans.values()],
+            "finished": dict(t.finished),
+            "snapshot_done": t.snapshot_done,
+            "snapshot_running": t.scan_running("snapshot"),
+        }
 
     def snapshot_done(self, pipe_id: str) -> bool:
-        raise NotImplementedError
+        return self.tree_of(pipe_id).snapshot_done
+
+    def snapshot_running(self, pipe_id: str) -> bool:
+        return self.tree_of(pipe_id).scan_running("snapshot")
+
+    def abort_scans(self, pipe_id: str) -> int:
+        """Forget the running scans of a pipe whose leader went away (no missing-item removal)."""
+        return self.tree_of(pipe_id).abort_scans()
 
     def expire(self) -> None:
-        raise NotImplementedError
+        """Janitor: suspect expiry/renewal (rule 7) and tombstones past their TTL that no
+        running scan can still need."""
+        now = self._wall()
+        for t in self._trees.values():
+            t.expire_suspects()
+            t.purge_tombstones(now, before=t.oldest_scan_start())
+
+    # ------------------------------------------------------------------ queries
+    def _holders(self, path: str) -> query.Holders:
+        return query.holders_of(list(self._trees.values()), path)
 
     def node(self, path: str) -> dict[str, Any] | None:
-        raise NotImplementedError
+        hs = self._holders(path)
+        if not hs:
+            return None
+        return query.render(path, hs)
 
     def tree(
         self,
@@ -66,21 +179,149 @@ class View:
         limit: int | None = None,
         cursor: str | None = None,
     ) -> tuple[dict[str, Any], str | None]:
-        raise NotImplementedError
+        if max_depth is not None and max_depth < 0:
+            raise ProtocolError(f"max_depth: must be >= 0, got {max_depth}")
+        if limit is not None and limit < 0:
+            raise ProtocolError(f"limit: must be >= 0, got {limit}")
+        hs = self._holders(path)
+        if not hs:
+            raise NotFoundError(f"path {path!r} is not in view {self.id!r}")
+        depth = max_depth if recursive else min(1, 1 if max_depth is None else max_depth)
+        after = None if cursor is None else query.decode_cursor(cursor)
+        cap = self.config.driver_params.max_tree_items
+        budget = [cap - 1]
+        entry = query.render(path, hs, only_path=only_path)
+        dirs = query.dir_copies(hs)
+        if not dirs or depth == 0:
+            return entry, None
+        if depth == 1 and limit is None and query.child_count(dirs) > cap - 1:
+            self._too_large(cap)
+        names = query.child_names(dirs, after)
+        children: list[dict[str, Any]] = []
+        next_cursor = None
+        for name in names:
+            if limit is not None and len(children) >= limit:
+                next_cursor = query.encode_cursor(children[-1]["name"]) if children else (
+                    cursor if cursor is not None else query.encode_cursor(""))
+                break
+            children.append(self._render_sub(path, dirs, name, depth - 1 if depth else None,
+                                             only_path, budget, cap))
+        entry["children"] = children
+        return entry, next_cursor
+
+    def _render_sub(self, parent: str, dirs: list[tuple[PipeTree, Dir]], name: str,
+                    depth: int | None, only_path: bool, budget: list[int], cap: int
+                    ) -> dict[str, Any]:
+        budget[0] -= 1
+        if budget[0] < 0:
+            self._too_large(cap)
+        path = child_path(parent, name)
+        hs: query.Holders = [(t, d.children[name]) for t, d in dirs if name in d.children]
+        out = query.render(path, hs, only_path=only_path)
+        sub = query.dir_copies(hs)
+        if sub and depth != 0:
+            out["children"] = [
+                self._render_sub(path, sub, n, None if depth is None else depth - 1,
+                                 only_path, budget, cap)
+                for n in query.child_names(sub, None)]
+        return out
+
+    @staticmethod
+    def _too_large(cap: int) -> None:
+        raise ProtocolError(
+            f"the answer would hold more than {cap} entries (max_tree_items); narrow it with "
+            "recursive=false, max_depth, or limit/cursor paging", limit=cap)
 
     def search(
         self, pattern: str, *, path: str = "/", limit: int = 1000
     ) -> tuple[list[dict[str, Any]], bool]:
-        raise NotImplementedError
+        if limit < 1:
+            raise ProtocolError(f"limit: must be >= 1, got {limit}")
+        glob = query.Glob(pattern)
+        trees = list(self._trees.values())
+        if not query.holders_of(trees, path):
+            raise NotFoundError(f"path {path!r} is not in view {self.id!r}")
+        found, truncated = query.search(trees, glob, path, limit)
+        out = []
+        for p in found:
+            hs = query.holders_of(trees, p)
+            if hs:
+                out.append(query.render(p, hs))
+        return out, truncated
 
+    # ------------------------------------------------------------------ status
     def stats(self) -> dict[str, Any]:
-        raise NotImplementedError
+        trees = list(self._trees.values())
+        if len(trees) == 1:
+            t = trees[0]
+            entries, files, dirs, size, conflicts = t.entries, t.files, t.dirs, t.total_size, 0
+        else:
+            entries, files, dirs, size, conflicts = self._union
+        return {
+            "view": self.id,
+            "entries": entries, "files": files, "directories": dirs, "total_size": size,
+            "suspects": sum(len(t.suspects) for t in trees),
+            "blind_spots": sum(len(t.bs_added) + len(t.bs_deleted) for t in trees),
+            "conflicts": conflicts,
+            "logical_clock": self.logical_clock(),
+            "pipes": {t.pipe_id: self._pipe_stats(t) for t in trees},
+        }
+
+    def logical_clock(self) -> float:
+        """The newest watermark of the view's pipes (Fusion time when it has none)."""
+        return max((t.watermark for t in self._trees.values()), default=self._wall())
+
+    def _pipe_stats(self, t: PipeTree) -> dict[str, Any]:
+        snaps = [s for s in t.scans.values() if s.start.kind == "snapshot"]
+        last = t.finished.get("snapshot")
+        if snaps:
+            snapshot = {"running": True, "done": t.snapshot_done, "entries": snaps[0].entries,
+                        "started": snaps[0].started, "finished": None}
+        else:
+            snapshot = {"running": False, "done": t.snapshot_done,
+                        "entries": last["entries"] if last else 0,
+                        "started": last["started"] if last else None,
+                        "finished": last["finished"] if last else None}
+
+        def audit(kind: str) -> dict[str, Any] | None:
+            f = t.finished.get(kind)
+            if f is None:
+                return None
+            return {"finished_at": f["finished"], "duration_sec": f["duration_sec"],
+                    "entries": f["entries"], "added": f["added"], "removed": f["removed"],
+                    "ok": f["ok"]}
+
+        return {
+            "entries": t.entries, "files": t.files, "directories": t.dirs,
+            "total_size": t.total_size, "suspects": len(t.suspects),
+            "blind_spots": {"additions": len(t.bs_added), "deletions": len(t.bs_deleted)},
+            "tombstones": len(t.tombstones), "events_applied": t.events_applied,
+            "last_event_at": t.last_event_at, "logical_clock": t.watermark,
+            "clock_samples": t.clock.samples, "orphan_rows": t.orphan_rows,
+            "snapshot": snapshot,
+            "audits": {"incremental": audit("audit"), "full": audit("full_audit")},
+            "scans_running": [s.info() for s in t.scans.values()],
+        }
 
     def blind_spots(self) -> dict[str, list[dict[str, Any]]]:
-        raise NotImplementedError
+        adds: list[dict[str, Any]] = []
+        dels: list[dict[str, Any]] = []
+        for t in self._trees.values():
+            adds.extend({"path": p, "pipe": t.pipe_id, "at": at} for p, at in t.bs_added.items())
+            dels.extend({"path": p, "pipe": t.pipe_id, "at": at}
+                        for p, at in t.bs_deleted.items())
+        return {"additions": adds, "deletions": dels}
 
     def suspects(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        mono = self._mono()
+        return [{"path": p, "pipe": t.pipe_id, "mtime": m, "expires_in": max(0.0, exp - mono)}
+                for t in self._trees.values() for p, (exp, m) in t.suspects.items()]
 
     def sentinel_targets(self, pipe_id: str, *, limit: int = 1000) -> dict[str, list[str]]:
-        raise NotImplementedError
+        t = self.tree_of(pipe_id)
+        sus: list[str] = []
+        for p in t.suspects:
+            if len(sus) >= limit:
+                break
+            sus.append(p)
+        return {"suspects": sus, "recent": t.recent_files(limit)}

@@ -1,0 +1,238 @@
+"""Read side of a view: merged entries (DESIGN §3 union), listings with paging, glob search.
+
+Works on `Holders`: the (pipe tree, node) pairs that hold one path, in the view's pipe order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import heapq
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from fustor.errors import ProtocolError
+from fustor_fusion.merge import PipeTree
+from fustor_fusion.tree import (
+    I_CTIME,
+    I_GID,
+    I_MODE,
+    I_MTIME,
+    I_SIZE,
+    I_UID,
+    REC,
+    Dir,
+    Link,
+    Node,
+    child_path,
+    rec_of,
+)
+
+Holders = list[tuple[PipeTree, Node]]
+_unpack = REC.unpack
+
+
+def holders_of(trees: Sequence[PipeTree], path: str) -> Holders:
+    out: Holders = []
+    for t in trees:
+        n = t.get(path)
+        if n is not None:
+            out.append((t, n))
+    return out
+
+
+def _mtime(h: tuple[PipeTree, Node]) -> float:
+    return _unpack(rec_of(h[1]))[I_MTIME]  # type: ignore[no-any-return]
+
+
+def chosen(holders: Holders) -> tuple[Node, bool]:
+    """(the node that represents the union, conflict flag): the newest directory copy if any
+    pipe holds a directory, else the newest copy (ties: first pipe)."""
+    if len(holders) == 1:
+        return holders[0][1], False
+    dirs = [h for h in holders if type(h[1]) is Dir]
+    if dirs:
+        return max(dirs, key=_mtime)[1], len(dirs) != len(holders)
+    return max(holders, key=_mtime)[1], False
+
+
+def dir_copies(holders: Holders) -> list[tuple[PipeTree, Dir]]:
+    return [(t, n) for t, n in holders if type(n) is Dir]
+
+
+def render(path: str, holders: Holders, *, only_path: bool = False) -> dict[str, Any]:
+    node, conflict = chosen(holders)
+    t = type(node)
+    kind = "file" if t is bytes else "dir" if t is Dir else "symlink"
+    name = path.rsplit("/", 1)[1]
+    if only_path:
+        return {"name": name, "path": path, "type": kind}
+    r = _unpack(rec_of(node))
+    out: dict[str, Any] = {
+        "name": name, "path": path, "type": kind, "size": r[I_SIZE], "mtime": r[I_MTIME],
+        "ctime": r[I_CTIME], "mode": r[I_MODE], "uid": r[I_UID], "gid": r[I_GID],
+        "integrity_suspect": any(path in pt.suspects for pt, _ in holders),
+        "sources": [pt.pipe_id for pt, _ in holders],
+        "blind_spot": "added" if any(path in pt.bs_added for pt, _ in holders) else None,
+        "conflict": conflict,
+    }
+    if t is Link:
+        out["target"] = node.target  # type: ignore[union-attr]
+    elif t is Dir:
+        out["child_count"] = child_count(dir_copies(holders))
+    return out
+
+
+def child_count(dirs: list[tuple[PipeTree, Dir]]) -> int:
+    if len(dirs) == 1:
+        return len(dirs[0][1].children)
+    names: set[str] = set()
+    for _, d in dirs:
+        names.update(d.children)
+    return len(names)
+
+
+# ---------------------------------------------------------------------------- paging
+def encode_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode("utf-8", "surrogatepass")).decode("ascii")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor.encode("ascii")).decode("utf-8", "surrogatepass")
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ProtocolError(f"cursor: {cursor!r} is not a next_cursor of a previous page") from None
+
+
+def child_names(dirs: list[tuple[PipeTree, Dir]], after: str | None) -> Iterator[str]:
+    """Child names of the union, sorted, strictly after `after`. Each directory keeps its
+    sorted name list cached, so a page costs a bisect plus the page, not a sort."""
+    lists = []
+    for _, d in dirs:
+        names = d.sorted_names()
+        start = 0 if after is None else bisect_right(names, after)
+        lists.append(names[start:] if len(dirs) == 1 else _tail(names, start))
+    if len(lists) == 1:
+        return iter(lists[0])
+    return _dedupe(heapq.merge(*lists))
+
+
+def _tail(names: list[str], start: int) -> Iterator[str]:
+    for i in range(start, len(names)):
+        yield names[i]
+
+
+def _dedupe(it: Iterator[str]) -> Iterator[str]:
+    last = None
+    for n in it:
+        if n != last:
+            yield n
+            last = n
+
+
+# ---------------------------------------------------------------------------- search
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def _segment_matcher(seg: str) -> Callable[[str], bool]:
+    if not _GLOB_CHARS.search(seg):
+        return seg.__eq__
+    rx = re.compile(fnmatch.translate(seg), re.DOTALL)
+    return lambda name: rx.match(name) is not None
+
+
+class Glob:
+    """A glob over names (no '/') or over paths relative to the search root ('**' spans any
+    number of directories, including none; other wildcards stay within one name)."""
+
+    def __init__(self, pattern: str) -> None:
+        if not pattern or "\x00" in pattern:
+            raise ProtocolError("pattern: must be a non-empty glob without NUL")
+        pat = pattern.strip("/")
+        if "/" not in pat:
+            pat = "**/" + pat
+        self.segs = [s for s in pat.split("/") if s]
+        if not self.segs or self.segs == ["**"]:
+            self.segs = ["**", "*"]
+        self.match = [_segment_matcher(s) for s in self.segs]
+        self.literal = [s != "**" and not _GLOB_CHARS.search(s) for s in self.segs]
+        self.start = self._closure({0})
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        todo = list(states)
+        while todo:
+            i = todo.pop()
+            if i < len(self.segs) and self.segs[i] == "**" and i + 1 not in states:
+                states.add(i + 1)
+                todo.append(i + 1)
+        return frozenset(states)
+
+    def step(self, states: frozenset[int], name: str) -> frozenset[int]:
+        out: set[int] = set()
+        for i in states:
+            if i >= len(self.segs):
+                continue
+            if self.segs[i] == "**":
+                out.add(i)
+            elif self.match[i](name):
+                out.add(i + 1)
+        return self._closure(out) if out else frozenset()
+
+    def done(self, states: frozenset[int]) -> bool:
+        return len(self.segs) in states
+
+    def literals(self, states: frozenset[int]) -> list[str] | None:
+        """The only names that can advance `states`, when all pending segments are literal."""
+        live = [i for i in states if i < len(self.segs)]
+        if all(self.literal[i] for i in live):
+            return [self.segs[i] for i in live]
+        return None
+
+
+def search(trees: Sequence[PipeTree], glob: Glob, top: str, limit: int) -> tuple[list[str], bool]:
+    """Paths below `top` matching `glob` (at most `limit`, sorted) and whether more exist."""
+    top_holders = holders_of(trees, top)
+    found: list[str] = []
+    stack: list[tuple[str, list[tuple[PipeTree, Dir]], frozenset[int]]] = [
+        (top, dir_copies(top_holders), glob.start)]
+    while stack:
+        path, dirs, states = stack.pop()
+        names = glob.literals(states)
+        for name, nodes in _union_children(dirs, names):
+            nxt = glob.step(states, name)
+            if not nxt:
+                continue
+            cp = child_path(path, name)
+            if glob.done(nxt):
+                found.append(cp)
+                if len(found) > limit:
+                    found.sort()
+                    return found[:limit], True
+            sub = [(t, n) for t, n in nodes if type(n) is Dir]
+            if sub and any(i < len(glob.segs) for i in nxt):
+                stack.append((cp, sub, nxt))
+    found.sort()
+    return found, False
+
+
+def _union_children(dirs: list[tuple[PipeTree, Dir]], only: list[str] | None
+                    ) -> Iterator[tuple[str, Holders]]:
+    if only is not None:
+        for name in only:
+            hs: Holders = [(t, d.children[name]) for t, d in dirs if name in d.children]
+            if hs:
+                yield name, hs
+        return
+    if len(dirs) == 1:
+        t, d = dirs[0]
+        for name, n in list(d.children.items()):
+            yield name, [(t, n)]
+        return
+    merged: dict[str, Holders] = {}
+    for t, d in dirs:
+        for name, n in d.children.items():
+            merged.setdefault(name, []).append((t, n))
+    yield from merged.items()
