@@ -1,0 +1,117 @@
+"""HTTP helpers shared by the query app and the receiver apps: JSON responses, query-parameter
+parsing (400 with a clear message), and the one error handler that maps FustorError → status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from fustor import paths
+from fustor.errors import FustorError, NotReadyError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    # stdlib json with ensure_ascii: non-UTF-8 names (lone surrogates) travel as \udcXX escapes.
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    content_type="application/json")
+
+
+def arg_bool(name: str, default: bool) -> bool:
+    v = request.args.get(name)
+    if v is None or v == "":
+        return default
+    low = v.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ProtocolError(f"{name}: expected true or false, got {v!r}", param=name)
+
+
+def arg_int(name: str, default: int | None, *, lo: int = 0, hi: int | None = None) -> int | None:
+    v = request.args.get(name)
+    if v is None or v == "":
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        raise ProtocolError(f"{name}: expected an integer, got {v!r}", param=name) from None
+    if n < lo or (hi is not None and n > hi):
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        raise ProtocolError(f"{name}: must be {bounds}, got {n}", param=name)
+    return n
+
+
+def arg_float(name: str, default: float, *, lo: float = 0.0, hi: float | None = None) -> float:
+    v = request.args.get(name)
+    if v is None or v == "":
+        return default
+    try:
+        f = float(v)
+    except ValueError:
+        raise ProtocolError(f"{name}: expected a number, got {v!r}", param=name) from None
+    if not (f >= lo) or (hi is not None and f > hi):
+        bounds = f">= {lo:g}" if hi is None else f"between {lo:g} and {hi:g}"
+        raise ProtocolError(f"{name}: must be {bounds}, got {v}", param=name)
+    return f
+
+
+def arg_str(name: str, default: str | None = None) -> str | None:
+    v = request.args.get(name)
+    if v is None:
+        return default
+    if "\x00" in v:
+        raise ProtocolError(f"{name}: must not contain NUL", param=name)
+    return v
+
+
+def arg_path(name: str = "path", default: str = "/") -> str:
+    """A view path from user input: lenient about '//' and a trailing '/', refuses '..' and NUL."""
+    v = request.args.get(name)
+    if v is None or v == "":
+        return default
+    try:
+        return paths.normalise(v)
+    except FustorError as exc:
+        raise ProtocolError(f"{name}: {exc.message}", param=name) from None
+
+
+def install_error_handlers(app: QuartTrio) -> None:
+    """FustorError → its status and to_json(); HTTP errors → JSON; anything else → 500 + log."""
+
+    @app.errorhandler(FustorError)
+    async def _fustor(err: FustorError) -> Response:
+        resp = json_response(err.to_json(), err.status)
+        if isinstance(err, NotReadyError):
+            resp.headers["Retry-After"] = str(err.retry_after)
+        return resp
+
+    @app.errorhandler(HTTPException)
+    async def _http(err: HTTPException) -> Response:
+        code = err.code or 500
+        kind = {404: "NotFoundError", 405: "MethodNotAllowed",
+                413: "TooLargeError"}.get(code, type(err).__name__)
+        message = err.description or err.name
+        if code == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif code == 413:
+            message = "request body too large: split the batch (see max_batch_bytes)"
+        return json_response({"error": kind, "message": message}, code)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(err: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return json_response({"error": "InternalError",
+                              "message": f"internal error ({type(err).__name__}); see the Fusion log"},
+                             500)

@@ -1,0 +1,259 @@
+"""The receiver HTTP app (one per receiver port): agent sessions, command long-poll, event
+batches and sentinel targets (docs/PROTOCOL.md), authenticated by the receiver's push keys.
+
+Batches are validated whole (json.loads once, `parse_batch`), deduplicated by seq, then applied
+to every view of the pipe in chunks with a checkpoint between them so queries stay responsive.
+Concurrent batches of one session are independent streams (PROTOCOL.md): rows keep their order
+inside a batch; chunks of two batches may interleave. Application is shielded from cancellation
+so a client that hangs up never leaves half a batch applied behind a seq marked as seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from fustor.errors import ProtocolError, ScopeError
+from fustor.protocol import (
+    KEY_HEADER,
+    LEADER_ONLY_KINDS,
+    PIPE_PREFIX,
+    Batch,
+    ScanEnd,
+    ScanStart,
+    parse_batch,
+)
+from fustor_fusion.httputil import arg_float, arg_int, install_error_handlers, json_response
+from fustor_fusion.sessions import MAX_WAIT_SEC, Session
+from fustor_fusion.state import FusionState, PipeRuntime
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 2000
+THREAD_PARSE_BYTES = 256 * 1024     # bigger bodies are decoded in a worker thread
+
+
+class InvalidBatchError(ProtocolError):
+    """422: a row or field of a batch is wrong; nothing of the batch was applied."""
+
+    status = 422
+
+
+def decode_batch(body: bytes, max_events: int) -> Batch:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("body: expected a JSON object with 'seq' and 'events'")
+    try:
+        return parse_batch(data, max_events=max_events)
+    except ProtocolError as exc:
+        raise InvalidBatchError(exc.message, **exc.details) from None
+
+
+async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
+                 max_events: int) -> dict[str, Any]:
+    """Validate, dedupe and apply one batch; returns the PROTOCOL.md answer."""
+    received = time.monotonic()
+    if len(body) > THREAD_PARSE_BYTES:
+        batch = await trio.to_thread.run_sync(decode_batch, body, max_events)
+    else:
+        batch = decode_batch(body, max_events)
+    events = batch.events
+    marks: list[ScanStart | ScanEnd] = []
+    leader = s.role == "leader"
+    for ev in events:
+        t = type(ev)
+        if t is ScanStart:
+            assert isinstance(ev, ScanStart)
+            if not leader and ev.kind in LEADER_ONLY_KINDS:
+                raise ScopeError(f"only the pipe's leader may start a {ev.kind} scan; "
+                                 f"this session is a follower", index=len(marks))
+            marks.append(ev)
+        elif t is ScanEnd:
+            assert isinstance(ev, ScanEnd)
+            marks.append(ev)
+    if not s.claim_seq(batch.seq):
+        pipe.duplicates += 1
+        return {"seq": batch.seq, "applied": 0, "duplicate": True}
+    n = len(events)
+    views = list(pipe.views)
+    with trio.CancelScope(shield=True):
+        for i in range(0, n, CHUNK_ROWS):
+            chunk = events[i:i + CHUNK_ROWS] if n > CHUNK_ROWS else events
+            for view in views:
+                view.apply(pipe.id, chunk)
+            if i + CHUNK_ROWS < n:
+                await trio.lowlevel.checkpoint()
+    pipe.events_applied += n
+    pipe.batches += 1
+    pipe.last_batch_at = time.time()
+    pipe.ingest_lag_sec = time.monotonic() - received
+    state.sessions.touch(s)
+    for m in marks:
+        _scan_mark(state, s, m)
+    return {"seq": batch.seq, "applied": n, "duplicate": False}
+
+
+def _scan_mark(state: FusionState, s: Session, m: ScanStart | ScanEnd) -> None:
+    if isinstance(m, ScanStart):
+        s.scans[m.scan] = (m.kind, m.job_id, time.monotonic())
+        if m.job_id:
+            state.jobs.scan_started(m.job_id, s, m.scan)
+        if m.kind != "sentinel":
+            log.info("pipe %s: %s scan %s of %s started by agent %s",
+                     s.pipe_id, m.kind, m.scan, m.path, s.agent_id)
+        return
+    info = s.scans.pop(m.scan, None)
+    if info is None:
+        return
+    kind, job_id, started = info
+    if job_id:
+        state.jobs.scan_ended(job_id, s, m)
+    if kind == "sentinel":
+        return
+    took = max(time.monotonic() - started, 1e-6)
+    log.info("pipe %s: %s scan %s %s: %d entries, %d errors in %.1fs (%.0f entries/s)%s",
+             s.pipe_id, kind, m.scan, "done" if m.ok else "FAILED", m.entries, m.errors, took,
+             m.entries / took, f" ({m.error})" if m.error else "")
+
+
+def _key() -> str | None:
+    return request.headers.get(KEY_HEADER)
+
+
+async def _json_body(required: bool = False) -> dict[str, Any]:
+    raw = await request.get_data(cache=False)
+    if not raw:
+        if required:
+            raise ProtocolError("body: expected a JSON object")
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("body: expected a JSON object")
+    return data
+
+
+def _opt_str(data: dict[str, Any], name: str) -> str:
+    v = data.get(name, "")
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise InvalidBatchError(f"{name}: expected a string, got {v!r}")
+    return v
+
+
+def create_receiver_app(state: FusionState, receiver_id: str) -> QuartTrio:
+    app = QuartTrio(f"fustor-receiver-{receiver_id}")
+    rc = state.config.receivers[receiver_id]
+    app.config["MAX_CONTENT_LENGTH"] = rc.max_batch_bytes
+    app.config["BODY_TIMEOUT"] = 120
+    install_error_handlers(app)
+
+    def receiver() -> Any:
+        return state.config.receivers.get(receiver_id, rc)
+
+    def pipe_of_key() -> PipeRuntime:
+        pipe_id = state.receiver_pipe(receiver_id, _key())
+        return state.pipes[pipe_id]
+
+    @app.get("/api/v1/health")
+    async def health() -> Response:
+        return json_response({"status": "ok", "receiver": receiver_id})
+
+    @app.post(f"{PIPE_PREFIX}/sessions")
+    async def create_session() -> Response:
+        pipe = pipe_of_key()
+        data = await _json_body(required=True)
+        agent_id = data.get("agent_id")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise InvalidBatchError(f"agent_id: expected a non-empty string, got {agent_id!r}")
+        caps = data.get("capabilities", [])
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise InvalidBatchError(f"capabilities: expected a list of strings, got {caps!r}")
+        s = state.sessions.create(pipe.id, agent_id=agent_id, host=_opt_str(data, "host"),
+                                  source_uri=_opt_str(data, "source_uri"), capabilities=caps,
+                                  version=_opt_str(data, "version"))
+        pc = pipe.config
+        timeout = state.config.pipe_timeout(pipe.id)
+        hot = min((v.config.driver_params.hot_file_threshold for v in pipe.views), default=60.0)
+        r = receiver()
+        return json_response({
+            "session_id": s.id, "pipe_id": pipe.id, "role": s.role,
+            "session_timeout_seconds": timeout,
+            "heartbeat_interval_sec": max(timeout / 3.0, 0.1),
+            "audit_interval_sec": pc.audit_interval_sec,
+            "full_audit_interval_sec": pc.full_audit_interval_sec,
+            "sentinel_interval_sec": pc.sentinel_interval_sec,
+            "hot_file_threshold": hot,
+            "max_batch_events": r.max_batch_events, "max_batch_bytes": r.max_batch_bytes,
+        }, 201)
+
+    @app.delete(f"{PIPE_PREFIX}/sessions/<sid>")
+    async def delete_session(sid: str) -> Response:
+        pipe = pipe_of_key()
+        state.sessions.get(sid, pipe.id)
+        state.sessions.end(sid, "closed by the agent")
+        return Response("", status=204)
+
+    @app.post(f"{PIPE_PREFIX}/sessions/<sid>/heartbeat")
+    async def heartbeat(sid: str) -> Response:
+        pipe = pipe_of_key()
+        s = state.sessions.get(sid, pipe.id)
+        data = await _json_body()
+        status = data.get("status")
+        if status is not None:
+            if not isinstance(status, dict):
+                raise InvalidBatchError(f"status: expected an object, got {status!r}")
+            s.status = status
+        return json_response({"role": s.role})
+
+    @app.get(f"{PIPE_PREFIX}/sessions/<sid>/commands")
+    async def commands(sid: str) -> Response:
+        pipe = pipe_of_key()
+        s = state.sessions.get(sid, pipe.id)
+        after = arg_int("after", 0, lo=0)
+        wait = arg_float("wait", 25.0, lo=0.0, hi=MAX_WAIT_SEC)
+        assert after is not None
+        s.polls += 1
+        try:
+            cmds = await s.wait_commands(after, wait)
+        finally:
+            s.polls -= 1
+            state.sessions.touch(s)
+        return json_response({"role": s.role, "commands": cmds})
+
+    @app.post(f"{PIPE_PREFIX}/sessions/<sid>/events")
+    async def events(sid: str) -> Response:
+        pipe = pipe_of_key()
+        s = state.sessions.get(sid, pipe.id)
+        body = await request.get_data(cache=False)
+        assert isinstance(body, bytes)
+        result = await ingest(state, pipe, s, body, receiver().max_batch_events)
+        return json_response(result)
+
+    @app.get(f"{PIPE_PREFIX}/sessions/<sid>/sentinel")
+    async def sentinel(sid: str) -> Response:
+        pipe = pipe_of_key()
+        state.sessions.get(sid, pipe.id)
+        limit = arg_int("limit", 1000, lo=1, hi=100_000)
+        assert limit is not None
+        suspects: dict[str, None] = {}
+        recent: dict[str, None] = {}
+        for view in pipe.views:
+            t = view.sentinel_targets(pipe.id, limit=limit)
+            suspects.update(dict.fromkeys(t.get("suspects", [])))
+            recent.update(dict.fromkeys(t.get("recent", [])))
+        return json_response({"suspects": list(suspects)[:limit], "recent": list(recent)[:limit]})
+
+    return app

@@ -1,0 +1,299 @@
+"""Everything Fusion holds at run time, built from a FusionConfig: views, pipes, keys, sessions,
+jobs; readiness per pipe; `apply_config` for reload (unchanged views and pipes keep their trees).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fustor.clock import LogicalClock
+from fustor.config import FusionConfig, FusionPipeConfig
+from fustor.errors import AuthError, NotFoundError, NotReadyError, ScopeError
+from fustor_fusion.jobs import JobRegistry
+from fustor_fusion.sessions import Session, SessionRegistry
+from fustor_fusion.view import View
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SEC = 5
+
+# Pipe states as the API shows them (docs/API.md "Response metadata").
+NO_LEADER, SNAPSHOT, READY, STALE = "no_leader", "snapshot", "ready", "stale"
+
+
+@dataclass(eq=False)
+class PipeRuntime:
+    """One pipe's config and live counters (the trees live in the views)."""
+
+    config: FusionPipeConfig
+    views: list[View] = field(default_factory=list)
+    events_applied: int = 0
+    batches: int = 0
+    duplicates: int = 0
+    last_batch_at: float | None = None   # wall clock of the last applied batch
+    ingest_lag_sec: float = 0.0          # last batch: received → applied
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    kind: str                 # "receiver" | "view" | "management"
+    owner: str = ""           # receiver id or view id
+    pipe_id: str = ""         # receiver keys only
+
+
+def is_loopback(addr: str | None) -> bool:
+    if not addr:
+        return False
+    try:
+        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+    except ValueError:
+        return addr == "localhost"
+
+
+class FusionState:
+    def __init__(
+        self,
+        config: FusionConfig,
+        *,
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._wall = wall
+        self._mono = mono
+        self.config = config
+        self.views: dict[str, View] = {}
+        self.pipes: dict[str, PipeRuntime] = {}
+        self.keys: dict[str, KeyInfo] = {}
+        self.sessions = SessionRegistry(self._timeout_of, mono=mono, wall=wall)
+        self.jobs = JobRegistry(mono=mono, wall=wall)
+        self.sessions.on_end.append(self.jobs.session_ended)
+        self.started_at = wall()
+        self._build(config)
+
+    # ------------------------------------------------------------------ config
+    def _timeout_of(self, pipe_id: str) -> float:
+        if pipe_id in self.config.pipes:
+            return self.config.pipe_timeout(pipe_id)
+        return self.config.session_timeout_seconds
+
+    def _new_view(self, vid: str, config: FusionConfig) -> View:
+        pids = [p.id for p in config.pipes.values() if vid in p.views]
+        return View(config.views[vid], pids, wall=self._wall, mono=self._mono)
+
+    def _build(self, config: FusionConfig) -> None:
+        for vid in config.views:
+            self.views[vid] = self._new_view(vid, config)
+        for pid, pc in config.pipes.items():
+            self.pipes[pid] = PipeRuntime(pc)
+        self._link(config)
+
+    def _link(self, config: FusionConfig) -> None:
+        self.config = config
+        for pid, rt in self.pipes.items():
+            rt.views = [self.views[v] for v in config.pipes[pid].views]
+        keys: dict[str, KeyInfo] = {}
+        for rid, rc in config.receivers.items():
+            for k in rc.api_keys:
+                keys[k.key] = KeyInfo("receiver", rid, k.pipe_id)
+        for vid, vc in config.views.items():
+            for key in vc.api_keys:
+                keys[key] = KeyInfo("view", vid)
+        for key in config.management_api_keys:
+            keys[key] = KeyInfo("management")
+        self.keys = keys
+
+    def apply_config(self, new: FusionConfig) -> dict[str, list[str]]:
+        """Switch to `new`: add/remove views and pipes; a view whose pipes or parameters changed
+        is rebuilt (its pipes' agents are disconnected so their leaders snapshot it again);
+        unchanged views keep their trees. Returns what changed, for the log."""
+        old = self.config
+        changes: dict[str, list[str]] = {"views_added": [], "views_removed": [],
+                                         "views_rebuilt": [], "pipes_added": [],
+                                         "pipes_removed": [], "pipes_reset": []}
+        resync: set[str] = set()
+        for vid in list(self.views):
+            if vid not in new.views:
+                del self.views[vid]
+                self.jobs.forget_view(vid)
+                changes["views_removed"].append(vid)
+        for vid, vc in new.views.items():
+            new_pipes = sorted(p.id for p in new.pipes.values() if vid in p.views)
+            if vid not in self.views:
+                self.views[vid] = self._new_view(vid, new)
+                changes["views_added"].append(vid)
+                resync.update(p for p in new_pipes if p in old.pipes)
+                continue
+            old_pipes = sorted(p.id for p in old.pipes.values() if vid in p.views)
+            if old_pipes != new_pipes or old.views[vid].driver_params != vc.driver_params:
+                self.views[vid] = self._new_view(vid, new)
+                changes["views_rebuilt"].append(vid)
+                resync.update(p for p in new_pipes if p in old.pipes)
+        for pid in list(self.pipes):
+            if pid not in new.pipes:
+                del self.pipes[pid]
+                self.sessions.forget_pipe(pid)
+                changes["pipes_removed"].append(pid)
+        for pid, pc in new.pipes.items():
+            rt = self.pipes.get(pid)
+            if rt is None:
+                self.pipes[pid] = PipeRuntime(pc)
+                changes["pipes_added"].append(pid)
+                continue
+            if rt.config.receiver != pc.receiver:
+                resync.add(pid)
+            rt.config = pc
+        self._link(new)
+        for pid in sorted(resync):
+            if pid in self.pipes:
+                self.sessions.drop_pipe(pid, "configuration reloaded: reconnect and snapshot")
+                changes["pipes_reset"].append(pid)
+        # A receiver key that moved to another pipe must not keep driving the old one.
+        for s in list(self.sessions.by_id.values()):
+            if s.pipe_id not in self.pipes:
+                self.sessions.end(s.id, "pipe removed from the configuration")
+        return {k: v for k, v in changes.items() if v}
+
+    # ------------------------------------------------------------------ auth
+    def receiver_pipe(self, receiver_id: str, key: str | None) -> str:
+        """The pipe a push key opens on receiver `receiver_id` (401 unknown, 403 wrong scope)."""
+        if not key:
+            raise AuthError("missing X-API-Key header: send the pipe's push key")
+        info = self.keys.get(key)
+        if info is None:
+            raise AuthError("unknown API key: check the receiver's api_keys in the Fusion config")
+        if info.kind != "receiver":
+            raise ScopeError(f"a {info.kind} key cannot push events; use a receiver (push) key")
+        if info.owner != receiver_id:
+            raise ScopeError(f"this key belongs to receiver {info.owner!r}, not {receiver_id!r}")
+        if info.pipe_id not in self.pipes:
+            raise ScopeError(f"pipe {info.pipe_id!r} of this key is not configured")
+        return info.pipe_id
+
+    def check_view_access(self, view_id: str, key: str | None, remote: str | None) -> View:
+        """The view `view_id` if `key` may read it (401/403), else 404 for an unknown view."""
+        if key:
+            info = self.keys.get(key)
+            if info is None:
+                raise AuthError("unknown API key: use a key from views.<view>.api_keys")
+            view = self.view(view_id)
+            if info.kind != "view":
+                raise ScopeError(f"a {info.kind} key cannot read views; use a view key")
+            if info.owner != view_id:
+                raise ScopeError(f"this key reads view {info.owner!r}, not {view_id!r}")
+            return view
+        view = self.view(view_id)
+        if view.config.api_keys:
+            raise AuthError(f"missing X-API-Key header: view {view_id!r} needs a view key")
+        # A view without keys is open to loopback clients only (like management).
+        if not is_loopback(remote):
+            raise ScopeError(f"view {view_id!r} has no api_keys: only loopback clients may read it")
+        return view
+
+    def check_management(self, key: str | None, remote: str | None) -> None:
+        if self.config.management_api_keys:
+            if not key:
+                raise AuthError("missing X-API-Key header: use a management key")
+            info = self.keys.get(key)
+            if info is None:
+                raise AuthError("unknown API key: use a key from management.api_keys")
+            if info.kind != "management":
+                raise ScopeError(f"a {info.kind} key cannot use the management API")
+            return
+        if key:
+            info = self.keys.get(key)
+            if info is None:
+                raise AuthError("unknown API key (management.api_keys is not configured: "
+                                "loopback clients need no key)")
+            if info.kind != "management":
+                raise ScopeError(f"a {info.kind} key cannot use the management API")
+        if not is_loopback(remote):
+            raise ScopeError("management.api_keys is not configured: "
+                             "only loopback clients may use the management API")
+
+    def view(self, view_id: str) -> View:
+        v = self.views.get(view_id)
+        if v is None:
+            raise NotFoundError(f"no view {view_id!r} (known: {', '.join(sorted(self.views)) or 'none'})",
+                                view=view_id)
+        return v
+
+    # ------------------------------------------------------------------ readiness
+    def pipe_ids_of(self, view: View) -> list[str]:
+        return [p for p, rt in self.pipes.items() if view in rt.views]
+
+    def pipe_state(self, view: View, pipe_id: str) -> dict[str, Any]:
+        ps = self.sessions.pipes.get(pipe_id)
+        leader = ps.leader if ps else None
+        sessions = len(ps.sessions) if ps else 0
+        if view.snapshot_done(pipe_id):
+            state = READY if sessions else STALE
+            reason = None if sessions else "no agent connected; serving the last known tree"
+        elif ps is None or not ps.ever_led:
+            state, reason = NO_LEADER, "no agent has connected for this pipe yet"
+        else:
+            state = SNAPSHOT
+            reason = ("the first snapshot is running" if leader is not None
+                      else "the first snapshot did not finish and no agent is connected")
+        return {"state": state, "leader": leader.agent_id if leader else None,
+                "stale": state == STALE, "sessions": sessions, "reason": reason}
+
+    def meta(self, view: View, *, allow_partial: bool = False) -> dict[str, Any]:
+        """Response metadata; raises NotReadyError (503) unless ready or `allow_partial`."""
+        pipes = {pid: self.pipe_state(view, pid) for pid in self.pipe_ids_of(view)}
+        waiting = {pid: p for pid, p in pipes.items() if p["state"] in (NO_LEADER, SNAPSHOT)}
+        if waiting and not allow_partial:
+            why = "; ".join(f"{pid}: {p['reason']}" for pid, p in waiting.items())
+            raise NotReadyError(
+                f"view {view.id!r} is not ready ({why}); retry later or pass allow_partial=true",
+                retry_after=RETRY_AFTER_SEC,
+                pipes={pid: {"state": p["state"], "reason": p["reason"]} for pid, p in waiting.items()},
+            )
+        for p in pipes.values():
+            del p["reason"]
+            del p["sessions"]
+        return {"partial": bool(waiting), "logical_clock": self.logical_clock(view),
+                "pipes": pipes}
+
+    def logical_clock(self, view: View) -> float:
+        best: float | None = None
+        for pid in self.pipe_ids_of(view):
+            clock = getattr(view.tree_of(pid), "clock", None)
+            if isinstance(clock, LogicalClock) and clock.samples:
+                t = clock.now()
+                best = t if best is None else max(best, t)
+        return round(self._wall() if best is None else best, 3)
+
+    # ------------------------------------------------------------------ jobs
+    def start_find(self, view: View, path: str, recursive: bool) -> str:
+        targets: list[tuple[str, Session | None]] = [
+            (pid, self.sessions.leader_of(pid)) for pid in self.pipe_ids_of(view)]
+        job, _ = self.jobs.find_or_create(view.id, path, recursive, targets)
+        return job.job_id
+
+    # ------------------------------------------------------------------ janitor
+    def tick(self) -> None:
+        """Periodic housekeeping (about once a second)."""
+        self.sessions.expire()
+        for v in list(self.views.values()):
+            v.expire()
+        self.jobs.prune()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "views": sorted(self.views),
+            "pipes": {pid: {"sessions": len(self.sessions.sessions_of(pid)),
+                            "leader": (ld.agent_id if (ld := self.sessions.leader_of(pid)) else None),
+                            "events_applied": rt.events_applied}
+                      for pid, rt in self.pipes.items()},
+            "sessions": len(self.sessions.by_id),
+            "jobs_pending": sum(1 for j in self.jobs.jobs.values() if j.state == "pending"),
+        }
