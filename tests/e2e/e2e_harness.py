@@ -439,3 +439,69 @@ def bindfs(src: Path, mountpoint: Path) -> Iterator[Path]:
 
 def dump_json(obj: object) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str)[:4000]
+
+
+# ---------------------------------------------------------------------------- slow link
+class SlowProxy:
+    """A TCP relay that delays every chunk Fusion sends back by `delay` seconds: a Fusion that
+    answers slowly, as seen by the agents pointed at `url`."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.delay = delay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.closed = False
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.delay),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if delay:
+                    time.sleep(delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+        for c in self._conns:
+            with contextlib.suppress(OSError):
+                c.close()

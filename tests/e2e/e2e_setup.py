@@ -12,12 +12,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e_harness import Api, ApiError, Cluster, PipeSpec, Proc, ProcGroup, bindfs_mount, \
-    bindfs_unmount, dump_json
+import httpx
+from e2e_harness import (
+    Api,
+    ApiError,
+    Cluster,
+    PipeSpec,
+    Proc,
+    ProcGroup,
+    bindfs_mount,
+    bindfs_unmount,
+    dump_json,
+)
 from e2e_ops import OpMix, Source
 from e2e_trees import Expected, Listing, api_listing, diff, find_listing
-
-import httpx
 
 
 @dataclass
