@@ -199,6 +199,7 @@ def fusion_config(
     session_timeout: float = 3.0, views: dict[str, list[str]] | None = None,
     hot_file_threshold: float = 1.0, max_tree_items: int = 1_000_000,
     management_keys: list[str] | None = None, level: str = "INFO",
+    receiver_extra: dict[str, Any] | None = None,
 ) -> Path:
     views = views or {VIEW: [VIEW_KEY]}
     data: dict[str, Any] = {
@@ -209,6 +210,7 @@ def fusion_config(
         "receivers": {"rx": {
             "driver": "http", "host": "127.0.0.1", "port": receiver_port,
             "api_keys": [{"key": p.key, "pipe_id": p.id} for p in pipes],
+            **(receiver_extra or {}),
         }},
         "views": {v: {
             "driver": "fs", "api_keys": keys,
