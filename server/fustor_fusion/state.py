@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fustor.clock import LogicalClock
 from fustor.config import FusionConfig, FusionPipeConfig
 from fustor.errors import AuthError, NotFoundError, NotReadyError, ScopeError
 from fustor_fusion.jobs import JobRegistry
@@ -76,6 +75,7 @@ class FusionState:
         self.sessions = SessionRegistry(self._timeout_of, mono=mono, wall=wall)
         self.jobs = JobRegistry(mono=mono, wall=wall)
         self.sessions.on_end.append(self.jobs.session_ended)
+        self.sessions.on_leader.append(self._leader_changed)
         self.started_at = wall()
         self._build(config)
 
@@ -126,17 +126,26 @@ class FusionState:
                 self.jobs.forget_view(vid)
                 changes["views_removed"].append(vid)
         for vid, vc in new.views.items():
-            new_pipes = sorted(p.id for p in new.pipes.values() if vid in p.views)
-            if vid not in self.views:
+            new_pipes = [p.id for p in new.pipes.values() if vid in p.views]
+            view = self.views.get(vid)
+            if view is None:
                 self.views[vid] = self._new_view(vid, new)
                 changes["views_added"].append(vid)
                 resync.update(p for p in new_pipes if p in old.pipes)
-                continue
-            old_pipes = sorted(p.id for p in old.pipes.values() if vid in p.views)
-            if old_pipes != new_pipes or old.views[vid].driver_params != vc.driver_params:
+            elif old.views[vid].driver_params != vc.driver_params:
                 self.views[vid] = self._new_view(vid, new)
                 changes["views_rebuilt"].append(vid)
                 resync.update(p for p in new_pipes if p in old.pipes)
+            else:
+                view.config = vc
+                for pid in view.pipe_ids:
+                    if pid not in new_pipes:
+                        view.remove_pipe(pid)
+                for pid in new_pipes:
+                    if pid not in view.pipe_ids:
+                        view.add_pipe(pid)
+                        if pid in old.pipes:
+                            resync.add(pid)
         for pid in list(self.pipes):
             if pid not in new.pipes:
                 del self.pipes[pid]
@@ -161,6 +170,16 @@ class FusionState:
             if s.pipe_id not in self.pipes:
                 self.sessions.end(s.id, "pipe removed from the configuration")
         return {k: v for k, v in changes.items() if v}
+
+    def _leader_changed(self, pipe_id: str, leader: Session | None) -> None:
+        # The scans of a lost leader will never end: forget them (no missing-item removal).
+        rt = self.pipes.get(pipe_id)
+        for view in rt.views if rt else []:
+            if pipe_id in view.pipe_ids:
+                n = view.abort_scans(pipe_id)
+                if n:
+                    log.info("view %s: aborted %d scan(s) of pipe %s (leader changed)",
+                             view.id, n, pipe_id)
 
     # ------------------------------------------------------------------ auth
     def receiver_pipe(self, receiver_id: str, key: str | None) -> str:
@@ -264,13 +283,7 @@ class FusionState:
                 "pipes": pipes}
 
     def logical_clock(self, view: View) -> float:
-        best: float | None = None
-        for pid in self.pipe_ids_of(view):
-            clock = getattr(view.tree_of(pid), "clock", None)
-            if isinstance(clock, LogicalClock) and clock.samples:
-                t = clock.now()
-                best = t if best is None else max(best, t)
-        return round(self._wall() if best is None else best, 3)
+        return round(view.logical_clock(), 3)
 
     # ------------------------------------------------------------------ jobs
     def start_find(self, view: View, path: str, recursive: bool) -> str:
