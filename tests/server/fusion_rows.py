@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fustor.config import ViewConfig, ViewParams
 from fustor.protocol import (
     Attrs,
     Delete,
@@ -19,6 +20,7 @@ from fustor.protocol import (
     ScanStart,
     Upsert,
 )
+from fustor_fusion.view import View
 
 T0 = 1_700_000_000.0     # a storage time far in the past of the tests' wall clocks
 
@@ -108,3 +110,28 @@ def synthetic_snapshot(n: int, *, fanout: int = 1000, scan_id: str = "snap-1",
         d += 1
     yield DirDone(scan=scan_id, path="/")
     yield ScanEnd(scan=scan_id, ok=True, entries=made)
+
+
+class FakeClock:
+    """Injected wall and monotonic clocks for View/PipeTree (`advance` moves both)."""
+
+    def __init__(self, wall: float = T0 + 1000.0, mono: float = 100.0) -> None:
+        self.w = wall
+        self.m = mono
+
+    def wall(self) -> float:
+        return self.w
+
+    def mono(self) -> float:
+        return self.m
+
+    def advance(self, sec: float) -> None:
+        self.w += sec
+        self.m += sec
+
+
+def make_view(pipes: tuple[str, ...] = ("p1",), clock: FakeClock | None = None,
+              **params: float) -> tuple[View, FakeClock]:
+    clock = clock or FakeClock()
+    cfg = ViewConfig(id="v", driver_params=ViewParams(**params))  # type: ignore[arg-type]
+    return View(cfg, pipes, wall=clock.wall, mono=clock.mono), clock
