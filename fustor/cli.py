@@ -35,6 +35,8 @@ C = TypeVar("C")
 # long (a blocking thread, a stuck peer) the process exits anyway. Below `stop`'s default wait.
 GRACE_SEC = 8.0
 STOP_TIMEOUT_SEC = 15.0
+# With a handle that has `stop()`, it gets this long to finish on its own before cancellation.
+SOFT_STOP_SEC = 3.0
 STATUS_EVERY_SEC = 5.0
 
 
@@ -268,6 +270,7 @@ class _Runner:
         self.cli, self.config, self.source = cli, config, source
         self.handle: Any = None
         self.serve_scope: trio.CancelScope | None = None
+        self.outer: trio.Nursery | None = None
         self.stopping = False
         self.ended_by_itself = False
         self.timer: threading.Timer | None = None
@@ -278,6 +281,7 @@ class _Runner:
         try:
             with trio.open_signal_receiver(*sigs) as signals:
                 async with trio.open_nursery() as outer:
+                    self.outer = outer
                     outer.start_soon(self.watch_signals, signals)
                     try:
                         async with trio.open_nursery() as inner:
@@ -355,13 +359,24 @@ class _Runner:
                 self.hard_exit(1, f"{name} again: exiting now")
             log.info("%s: stopping (at most %gs)", name, GRACE_SEC)
             self.stopping = True
-            if self.serve_scope is not None:
+            stop = getattr(self.handle, "stop", None)
+            if callable(stop) and self.outer is not None:
+                # A graceful stop first (servers finish their requests), then cancellation.
+                stop()
+                self.outer.start_soon(self.cancel_after, SOFT_STOP_SEC)
+            elif self.serve_scope is not None:
                 self.serve_scope.cancel()
             # If cancellation is stuck in a thread, trio cannot end: a timer thread ends it.
             why = f"{self.cli.prog} did not stop within {GRACE_SEC:g}s; exiting"
             self.timer = threading.Timer(GRACE_SEC, self.hard_exit, args=(1, why))
             self.timer.daemon = True
             self.timer.start()
+
+    async def cancel_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        if self.serve_scope is not None:
+            log.info("graceful stop took over %gs: cancelling", seconds)
+            self.serve_scope.cancel()
 
     def hard_exit(self, code: int, why: str) -> None:
         log.error("%s", why)
