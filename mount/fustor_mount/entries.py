@@ -1,0 +1,143 @@
+"""One view entry as the mount holds it: the API's node JSON parsed once into a compact
+object, turned into stat attributes (`pyfuse3.EntryAttributes`) and xattr values on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+import pyfuse3
+
+from fustor.errors import ProtocolError
+
+TYPE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+
+# The xattrs every entry carries, in the order listxattr reports them.
+ENTRY_XATTRS = (
+    b"user.fustor.integrity_suspect",
+    b"user.fustor.sources",
+    b"user.fustor.blind_spot",
+    b"user.fustor.conflict",
+)
+# The root adds the view's state.
+ROOT_XATTRS = (b"user.fustor.view", b"user.fustor.pipes")
+
+
+class Entry:
+    """A merged view entry (docs/API.md "Entry"), without its children."""
+
+    __slots__ = (
+        "name", "name_b", "kind", "st_mode", "size", "mtime_ns", "ctime_ns", "uid", "gid",
+        "target", "suspect", "sources", "blind_spot", "conflict", "child_count", "_attr",
+    )
+
+    def __init__(
+        self, name: str, kind: str, *, size: int = 0, mtime_ns: int = 0, ctime_ns: int = 0,
+        mode: int = 0o755, uid: int = 0, gid: int = 0, target: str | None = None,
+        suspect: bool = False, sources: tuple[str, ...] = (), blind_spot: str | None = None,
+        conflict: bool = False, child_count: int | None = None,
+    ) -> None:
+        self.name = name
+        self.name_b = os.fsencode(name)
+        self.kind = kind
+        self.st_mode = TYPE_BITS[kind] | (mode & 0o7777)
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.ctime_ns = ctime_ns
+        self.uid = uid
+        self.gid = gid
+        self.target = target
+        self.suspect = suspect
+        self.sources = sources
+        self.blind_spot = blind_spot
+        self.conflict = conflict
+        self.child_count = child_count
+        self._attr: pyfuse3.EntryAttributes | None = None
+
+    @classmethod
+    def from_json(cls, node: Mapping[str, Any]) -> Entry:
+        """Parse one API node; a malformed node is a ProtocolError (mapped to EIO)."""
+        try:
+            kind = node["type"]
+            if kind not in TYPE_BITS:
+                raise ProtocolError(f"entry {node.get('path')!r}: unknown type {kind!r}")
+            sources = node.get("sources") or ()
+            cc = node.get("child_count")
+            return cls(
+                node["name"], kind,
+                size=int(node.get("size") or 0),
+                mtime_ns=round(float(node.get("mtime") or 0.0) * 1e9),
+                ctime_ns=round(float(node.get("ctime") or 0.0) * 1e9),
+                mode=int(node["mode"]) if node.get("mode") is not None else 0o755,
+                uid=int(node.get("uid") or 0),
+                gid=int(node.get("gid") or 0),
+                target=node.get("target"),
+                suspect=bool(node.get("integrity_suspect")),
+                sources=tuple(str(s) for s in sources),
+                blind_spot=node.get("blind_spot"),
+                conflict=bool(node.get("conflict")),
+                child_count=None if cc is None else int(cc),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed entry from Fusion: {exc!r} in {dict(node)!r:.200}") from exc
+
+    def attributes(self, ino: int, entry_timeout: float, attr_timeout: float) -> pyfuse3.EntryAttributes:
+        """Complete stat attributes for the kernel (also used by readdirplus, so nothing may be
+        left out). Built once per entry and reused: its fields never change."""
+        a = self._attr
+        if a is not None and a.st_ino == ino:
+            return a
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.generation = 0
+        a.entry_timeout = entry_timeout
+        a.attr_timeout = attr_timeout
+        a.st_mode = self.st_mode
+        # Directories report nlink 1: "unknown number of subdirectories", which makes find and
+        # fts skip their leaf optimisation instead of trusting a wrong count.
+        a.st_nlink = 1
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_rdev = 0
+        size = len(os.fsencode(self.target)) if self.kind == "symlink" and self.target else self.size
+        a.st_size = size
+        a.st_blksize = 4096
+        a.st_blocks = (size + 511) // 512  # so du adds up the source's sizes
+        a.st_atime_ns = self.mtime_ns
+        a.st_mtime_ns = self.mtime_ns
+        a.st_ctime_ns = self.ctime_ns
+        self._attr = a
+        return a
+
+    def xattr(self, name: bytes) -> bytes | None:
+        """Value of one of ENTRY_XATTRS, or None if `name` is not one of them."""
+        if name == b"user.fustor.integrity_suspect":
+            return b"true" if self.suspect else b"false"
+        if name == b"user.fustor.sources":
+            return ",".join(self.sources).encode()
+        if name == b"user.fustor.blind_spot":
+            return (self.blind_spot or "none").encode()
+        if name == b"user.fustor.conflict":
+            return b"true" if self.conflict else b"false"
+        return None
+
+
+def view_state_json(meta: Mapping[str, Any] | None) -> bytes:
+    """`user.fustor.pipes` on the root: partial flag and per-pipe states from response meta."""
+    if meta is None:
+        return b'{"partial": null, "pipes": {}}'
+    body = {"partial": bool(meta.get("partial")), "pipes": meta.get("pipes") or {}}
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def negative_attributes(timeout: float) -> pyfuse3.EntryAttributes:
+    """A lookup answer of "no such entry" that the kernel caches for `timeout` seconds."""
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = 0
+    a.entry_timeout = timeout
+    a.attr_timeout = timeout
+    return a

@@ -1,0 +1,387 @@
+"""The read-only filesystem: pyfuse3 operations over a view, and the one place where failures
+become errno values (`_errors`): FUSEError passes through, NotFoundError → ENOENT, Fusion
+unreachable / 5xx / not ready / bad answers → EIO, a refused key → EACCES.
+
+Reading file content is not possible (Fusion holds metadata only): `open` fails with
+EOPNOTSUPP ("Operation not supported"), which tools print as is, instead of EACCES, which
+would look like a permission problem. Anything that writes fails with EROFS.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pyfuse3
+
+from fustor import paths
+from fustor.errors import (
+    AuthError,
+    FustorError,
+    NotFoundError,
+    NotReadyError,
+    ScopeError,
+    UnavailableError,
+)
+from fustor_mount.cache import TTLCache
+from fustor_mount.client import ViewAPI
+from fustor_mount.entries import (
+    ENTRY_XATTRS,
+    ROOT_XATTRS,
+    Entry,
+    negative_attributes,
+    view_state_json,
+)
+from fustor_mount.finder import RealtimeFinder
+from fustor_mount.inodes import ROOT, InodeTable
+
+log = logging.getLogger(__name__)
+
+FUSEError = pyfuse3.FUSEError
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    entry_timeout: float = 10.0  # kernel + our cache: how long a name → entry answer is trusted
+    attr_timeout: float = 10.0  # kernel + our cache: how long attributes are trusted
+    negative_timeout: float = 2.0  # how long "no such name" is trusted (kernel + ours)
+    dir_timeout: float = 10.0  # how long a listing page is reused by the next readdir
+    page_size: int = 5000  # children per listing request
+    max_entries: int = 1_000_000  # bound on cached entries (attrs and listing pages)
+    stats_timeout: float = 5.0  # statfs and the root's view state
+
+
+class _DirHandle:
+    """An open directory: where each fetched page starts (index, cursor) for O(1) resume and
+    seeks, and the page currently held (memory: one page, whatever the directory's size)."""
+
+    __slots__ = ("path", "starts", "cursors", "k", "entries", "next_cursor")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.starts: list[int] = [0]
+        self.cursors: list[str | None] = [None]
+        self.k = -1  # index of the page held, -1: none yet
+        self.entries: list[Entry] = []
+        self.next_cursor: str | None = None
+
+
+class FustorOperations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(
+        self, client: ViewAPI, cfg: CacheConfig | None = None, *,
+        finder: RealtimeFinder | None = None, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.cfg = cfg = cfg or CacheConfig()
+        self.finder = finder
+        self.inodes = InodeTable()
+        self._clock = clock
+        self.attrs: TTLCache[str, Entry] = TTLCache(cfg.attr_timeout, cfg.max_entries, clock=clock)
+        self.missing: TTLCache[str, bool] = TTLCache(cfg.negative_timeout, 100_000, clock=clock)
+        pages = max(16, cfg.max_entries // max(1, cfg.page_size))
+        self.pages: TTLCache[tuple[str, str | None], tuple[list[Entry], str | None]] = TTLCache(
+            cfg.dir_timeout, pages, clock=clock
+        )
+        self._stats: TTLCache[str, dict[str, Any]] = TTLCache(cfg.stats_timeout, 4, clock=clock)
+        self._dirs: dict[int, _DirHandle] = {}
+        self._next_fh = 1
+        self.meta: dict[str, Any] | None = None  # the last response meta (root xattrs)
+        self._meta_at = float("-inf")
+        self.partial: bool | None = None
+
+    # ------------------------------------------------------------------ errno boundary
+    @contextmanager
+    def _errors(self, op: str, what: object) -> Iterator[None]:
+        try:
+            yield
+        except FUSEError:
+            raise
+        except NotFoundError as exc:
+            raise FUSEError(errno.ENOENT) from exc
+        except (UnavailableError, NotReadyError) as exc:
+            log.debug("%s %s: %s → EIO", op, what, exc)
+            raise FUSEError(errno.EIO) from exc
+        except (AuthError, ScopeError) as exc:
+            log.warning("%s %s: Fusion refused the key: %s → EACCES", op, what, exc)
+            raise FUSEError(errno.EACCES) from exc
+        except FustorError as exc:
+            log.warning("%s %s: %s → EIO", op, what, exc)
+            raise FUSEError(errno.EIO) from exc
+        except Exception as exc:
+            log.exception("%s %s failed → EIO", op, what)
+            raise FUSEError(errno.EIO) from exc
+
+    # ------------------------------------------------------------------ entries
+    def _note_meta(self, meta: dict[str, Any]) -> None:
+        if not meta:
+            return
+        self.meta = meta
+        self._meta_at = self._clock()
+        partial = bool(meta.get("partial"))
+        if partial != self.partial:
+            if partial:
+                states = {p: (s or {}).get("state") for p, s in (meta.get("pipes") or {}).items()}
+                log.warning("view %s is not ready %s: serving what it has (partial)",
+                            self.client.view, states)
+            elif self.partial is not None:
+                log.info("view %s is ready", self.client.view)
+            self.partial = partial
+
+    def _node_path(self, inode: int) -> tuple[str, str]:
+        node = self.inodes.get(inode)
+        if node is None:
+            raise FUSEError(errno.ESTALE)
+        return node.path, node.kind
+
+    async def _entry(self, path: str, *, find_in: str | None = None) -> Entry | None:
+        """The entry at `path` (cache, then Fusion, then a realtime find of `find_in`), or None."""
+        e = self.attrs.get(path)
+        if e is not None:
+            return e
+        if self.missing.get(path):
+            return None
+        try:
+            node, meta = await self.client.metadata(path)
+        except NotFoundError:
+            found = None
+            if find_in is not None and self.finder is not None:
+                found = await self.finder.find(find_in, path)
+            if found is None:
+                if path == paths.ROOT:
+                    return _EMPTY_ROOT  # an empty view still has its root
+                self.missing.put(path, True)
+                return None
+            node, meta = found
+        self._note_meta(meta)
+        e = Entry.from_json(node)
+        self.attrs.put(path, e)
+        return e
+
+    def _attributes(self, e: Entry, ino: int) -> pyfuse3.EntryAttributes:
+        return e.attributes(ino, self.cfg.entry_timeout, self.cfg.attr_timeout)
+
+    # ------------------------------------------------------------------ metadata ops
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        with self._errors("lookup", name):
+            parent, _ = self._node_path(parent_inode)
+            if name == b".":
+                path = parent
+            elif name == b"..":
+                path = paths.split(parent)[0]
+            else:
+                path = paths.join(parent, os.fsdecode(name))
+            e = await self._entry(path, find_in=parent if path != parent and name != b".." else None)
+            if e is None:
+                if self.cfg.negative_timeout > 0:
+                    return negative_attributes(self.cfg.negative_timeout)
+                raise FUSEError(errno.ENOENT)
+            ino = self.inodes.remember(path, e.kind)
+            return self._attributes(e, ino)
+
+    async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        for ino, n in inode_list:
+            self.inodes.forget(ino, n)
+
+    async def getattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        with self._errors("getattr", inode):
+            path, kind = self._node_path(inode)
+            e = await self._entry(path)
+            if e is None or e.kind != kind:
+                raise FUSEError(errno.ENOENT)  # gone, or replaced by another type
+            return self._attributes(e, inode)
+
+    async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
+        with self._errors("readlink", inode):
+            path, _ = self._node_path(inode)
+            e = await self._entry(path)
+            if e is None:
+                raise FUSEError(errno.ENOENT)
+            if e.kind != "symlink" or e.target is None:
+                raise FUSEError(errno.EINVAL)
+            return pyfuse3.FileNameT(os.fsencode(e.target))
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        with self._errors("statfs", "/"):
+            st = self._stats.get("stats")
+            if st is None:
+                st = await self.client.stats()
+                self._stats.put("stats", st)
+            s = pyfuse3.StatvfsData()
+            s.f_bsize = s.f_frsize = 4096
+            s.f_blocks = (int(st.get("total_size") or 0) + 4095) // 4096
+            s.f_bfree = s.f_bavail = 0
+            s.f_files = int(st.get("entries") or 0)
+            s.f_ffree = s.f_favail = 0
+            s.f_namemax = 255
+            return s
+
+    # ------------------------------------------------------------------ directories
+    async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        with self._errors("opendir", inode):
+            path, kind = self._node_path(inode)
+            if kind != "dir":
+                raise FUSEError(errno.ENOTDIR)
+            fh = self._next_fh
+            self._next_fh += 1
+            self._dirs[fh] = _DirHandle(path)
+            return pyfuse3.FileHandleT(fh)
+
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        """Offsets are positions in the listing (entry i has next_id i + 1); the handle knows
+        which page holds a position, so resuming costs no request or one page request."""
+        h = self._dirs.get(fh)
+        if h is None:
+            raise FUSEError(errno.EBADF)
+        with self._errors("readdir", h.path):
+            join = paths.join
+            number = self.inodes.number
+            ref = self.inodes.ref
+            reply = pyfuse3.readdir_reply
+            et, at = self.cfg.entry_timeout, self.cfg.attr_timeout
+            dirpath = h.path
+            pos = start_id
+            while True:
+                if not await self._hold_page(h, pos):
+                    return
+                base = h.starts[h.k]
+                entries = h.entries
+                for i in range(pos - base, len(entries)):
+                    e = entries[i]
+                    path = join(dirpath, e.name)
+                    ino = number(path, e.kind)
+                    if not reply(token, e.name_b, e.attributes(ino, et, at), base + i + 1):
+                        return
+                    ref(ino, path, e.kind)  # readdirplus counts as a lookup, once accepted
+                pos = base + len(entries)
+
+    async def _hold_page(self, h: _DirHandle, pos: int) -> bool:
+        """Make `h` hold the page containing position `pos`; False at the end of the listing."""
+        while True:
+            k = bisect.bisect_right(h.starts, pos) - 1
+            if k == h.k:
+                if pos < h.starts[k] + len(h.entries):
+                    return True
+                if h.next_cursor is None or not h.entries:
+                    return False
+                # The next page starts where this one ends (boundaries known beyond it came
+                # from an older listing of a changed directory: forget them).
+                del h.starts[k + 1 :], h.cursors[k + 1 :]
+                h.starts.append(h.starts[k] + len(h.entries))
+                h.cursors.append(h.next_cursor)
+                k += 1
+            entries, nxt = await self._page(h.path, h.cursors[k])
+            h.k, h.entries, h.next_cursor = k, entries, nxt
+            if pos < h.starts[k] + len(entries) or nxt is None or not entries:
+                return pos < h.starts[k] + len(entries)
+
+    async def _page(self, path: str, cursor: str | None) -> tuple[list[Entry], str | None]:
+        """One listing page (one request, or the listing cache); its children's attributes go
+        into the attribute cache so lookups and getattr that follow need no request."""
+        cached = self.pages.get((path, cursor))
+        if cached is not None:
+            return cached
+        page = await self.client.list_page(path, self.cfg.page_size, cursor)
+        self._note_meta(page.meta)
+        entries = [Entry.from_json(c) for c in page.children]
+        join = paths.join
+        self.attrs.put_many([(join(path, e.name), e) for e in entries])
+        self.attrs.put(path, Entry.from_json(page.entry))
+        self.pages.put((path, cursor), (entries, page.next_cursor))
+        return entries, page.next_cursor
+
+    # ------------------------------------------------------------------ xattrs
+    async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
+        with self._errors("listxattr", inode):
+            self._node_path(inode)  # the names are the same for every entry: no request
+            names = ENTRY_XATTRS + ROOT_XATTRS if inode == ROOT else ENTRY_XATTRS
+            return [pyfuse3.XAttrNameT(n) for n in names]
+
+    async def getxattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> bytes:
+        with self._errors("getxattr", inode):
+            path, _ = self._node_path(inode)
+            if name not in ENTRY_XATTRS and not (inode == ROOT and name in ROOT_XATTRS):
+                raise FUSEError(pyfuse3.ENOATTR)
+            if name == b"user.fustor.view":
+                return self.client.view.encode()
+            if name == b"user.fustor.pipes":
+                if self._clock() - self._meta_at >= self.cfg.stats_timeout:
+                    _, meta = await self.client.metadata(paths.ROOT)
+                    self._note_meta(meta)
+                return view_state_json(self.meta)
+            e = await self._entry(path)
+            if e is None:
+                raise FUSEError(errno.ENOENT)
+            value = e.xattr(name)
+            assert value is not None
+            return value
+
+    # ------------------------------------------------------------------ content and writes
+    async def open(self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise FUSEError(errno.EROFS)
+        raise FUSEError(errno.EOPNOTSUPP)
+
+    async def access(self, inode: pyfuse3.InodeT, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        if mode & os.W_OK:
+            raise FUSEError(errno.EROFS)
+        return True
+
+    async def setattr(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise FUSEError(errno.EROFS)
+
+    async def mknod(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise FUSEError(errno.EROFS)
+
+    async def mkdir(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise FUSEError(errno.EROFS)
+
+    async def unlink(self, *args: Any) -> None:
+        raise FUSEError(errno.EROFS)
+
+    async def rmdir(self, *args: Any) -> None:
+        raise FUSEError(errno.EROFS)
+
+    async def symlink(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise FUSEError(errno.EROFS)
+
+    async def rename(self, *args: Any) -> None:
+        raise FUSEError(errno.EROFS)
+
+    async def link(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise FUSEError(errno.EROFS)
+
+    async def create(self, *args: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise FUSEError(errno.EROFS)
+
+    async def write(self, *args: Any) -> int:
+        raise FUSEError(errno.EROFS)
+
+    async def setxattr(self, *args: Any) -> None:
+        raise FUSEError(errno.EROFS)
+
+    async def removexattr(self, *args: Any) -> None:
+        raise FUSEError(errno.EROFS)
+
+
+# The root of a view that holds nothing yet (no pipe has sent its root).
+_EMPTY_ROOT = Entry("", "dir", mode=0o555)
