@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         daemon.detach(pidf, logf)
     else:
         setup_logging(cfg.log_level, file=cfg.log_file)
+    # httpx logs every request at INFO: far too much for a filesystem.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     code = 0
     try:
         trio.run(_run, cfg)
