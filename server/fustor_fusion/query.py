@@ -146,7 +146,8 @@ def _segment_matcher(seg: str) -> Callable[[str], bool]:
 
 class Glob:
     """A glob over names (no '/') or over paths relative to the search root ('**' spans any
-    number of directories, including none; other wildcards stay within one name)."""
+    number of directories, including none; other wildcards stay within one name; matching is
+    case-sensitive, like the storage)."""
 
     def __init__(self, pattern: str) -> None:
         if not pattern or "\x00" in pattern:
@@ -155,8 +156,8 @@ class Glob:
         if "/" not in pat:
             pat = "**/" + pat
         self.segs = [s for s in pat.split("/") if s]
-        if not self.segs or self.segs == ["**"]:
-            self.segs = ["**", "*"]
+        if not self.segs or self.segs[-1] == "**":
+            self.segs.append("*")       # 'a/**' is what lies below a, not a itself
         self.match = [_segment_matcher(s) for s in self.segs]
         self.literal = [s != "**" and not _GLOB_CHARS.search(s) for s in self.segs]
         self.start = self._closure({0})

@@ -104,13 +104,26 @@ class View:
             u[i] += sign * c[i]
 
     def _observer_for(self, me: PipeTree) -> Callable[[str, Node | None, Node | None], None]:
-        others = [t for t in self._trees.values() if t is not me]
+        # keep the view's pipe order: equal mtimes resolve to the first pipe, as in queries
+        trees = list(self._trees.values())
         u = self._union
 
         def observe(path: str, old: Node | None, new: Node | None) -> None:
-            rest = [n for t in others if (n := t.get(path)) is not None]
-            a = _contribution(rest + [old] if old is not None else rest)
-            b = _contribution(rest + [new] if new is not None else rest)
+            before: list[Node] = []
+            after: list[Node] = []
+            for t in trees:
+                if t is me:
+                    if old is not None:
+                        before.append(old)
+                    if new is not None:
+                        after.append(new)
+                else:
+                    n = t.get(path)
+                    if n is not None:
+                        before.append(n)
+                        after.append(n)
+            a = _contribution(before)
+            b = _contribution(after)
             for i in range(5):
                 u[i] += b[i] - a[i]
         return observe
