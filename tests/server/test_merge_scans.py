@@ -14,6 +14,7 @@ from fusion_rows import (
     scan,
     start,
 )
+
 from fustor.protocol import ScanEnd, ScanStart
 
 

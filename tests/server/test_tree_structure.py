@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from fusion_rows import T0, attrs
+
 from fustor_fusion.tree import (
     F_PLACEHOLDER,
     I_CONFIRMED,

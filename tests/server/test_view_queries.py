@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fusion_rows import T0, delete, dir_, file, make_view, scan, up
+
 from fustor.errors import NotFoundError, ProtocolError
 
 

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 from fusion_rows import T0, delete, dir_, file, make_view, move, scan, up
+
 from fustor_fusion.tree import Dir, child_path, rec_of
 from fustor_fusion.view import View
 
