@@ -371,11 +371,12 @@ class Cluster:
         argv = [*(wrap or []), str(BIN / "fustor-agent"), "start", "--config", str(cfg)]
         return self.group.add(Proc(name, argv, home, self.group.logdir)).start()
 
-    def start_mount(self, mountpoint: Path, *, extra: list[str] | None = None) -> Proc:
+    def start_mount(self, mountpoint: Path, *, extra: list[str] | None = None,
+                    view: str = VIEW, key: str = VIEW_KEY) -> Proc:
         mountpoint.mkdir(parents=True, exist_ok=True)
         name = self._name("mount")
         argv = [str(BIN / "fustor-mount"), str(mountpoint), "--url", self.api_url,
-                "--view", VIEW, "--api-key", VIEW_KEY, *(extra or [])]
+                "--view", view, "--api-key", key, *(extra or [])]
         p = self.group.add(Proc(name, argv, self.group.base / f"{name}-home",
                                 self.group.logdir)).start()
         self.group.defer(lambda: unmount(mountpoint, p))
