@@ -393,7 +393,7 @@ def _dead(p: Proc) -> bool:
 
 def _http_up(url: str) -> bool:
     try:
-        httpx.get(url + "/api/v1/views", timeout=2.0)
+        httpx.get(url + "/api/v1/health", timeout=2.0)
         return True
     except httpx.TransportError:
         return False

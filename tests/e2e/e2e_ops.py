@@ -76,10 +76,10 @@ class OpMix:
         root, how = self._root(src)
         broot = os.fsencode(root)
         dirs, files, links = self._walk(root)
-        ops = ["create", "create", "mkdirs", "append", "truncate", "touch_past", "touch_future",
-               "cp_p", "delete", "rename_file", "rename_dir", "rmtree", "dir_to_file",
-               "symlink"]
-        op = self.rng.choice(ops)
+        ops = {"create": 6, "mkdirs": 3, "append": 2, "truncate": 2, "touch_past": 1,
+               "touch_future": 1, "cp_p": 2, "delete": 2, "rename_file": 2, "rename_dir": 1,
+               "rmtree": 0.3, "dir_to_file": 0.3, "symlink": 1}
+        op = self.rng.choices(list(ops), weights=list(ops.values()))[0]
         P = lambda rel: os.path.join(broot, rel)  # noqa: E731
         d = self.rng.choice(dirs)
         try:
@@ -147,7 +147,7 @@ class OpMix:
                 os.rename(P(rel), P(dest))
                 self._rec(src, how, "mv dir", rel, dest)
             elif op == "rmtree":
-                if len(dirs) < 2 or self.rng.random() < 0.5:
+                if len(dirs) < 2:
                     return
                 rel = self.rng.choice(dirs[1:])
                 shutil.rmtree(P(rel))
