@@ -11,6 +11,7 @@ from fusion_rows import (
     file,
     make_view,
     missing,
+    move,
     scan,
     start,
 )
@@ -317,3 +318,24 @@ def test_rows_of_unknown_scan_apply_under_scan_rules() -> None:
     v.apply("p1", [file("/f", mtime=T0, size=2, scan="zzz"), file("/g", scan="zzz")])
     assert v.node("/f")["size"] == 1 and v.node("/g") is not None  # type: ignore[index]
     assert v.stats()["pipes"]["p1"]["orphan_rows"] == 2
+
+
+def test_entry_moved_in_during_audit_survives_audit_end() -> None:
+    v, clk = make_view()
+    v.apply("p1", scan("s", "snapshot", [dir_("/d"), file("/d/a"), dir_("/e")]))
+    clk.advance(10)
+    v.apply("p1", [start("a1", "audit"), dir_("/e", scan="a1")])
+    clk.advance(1)
+    v.apply("p1", [move("/d", "/moved")])        # after the audit listed /
+    v.apply("p1", [done("a1", "/"), end("a1")])
+    assert v.node("/moved/a") is not None
+    assert v.blind_spots()["deletions"] == []
+
+
+def test_only_a_snapshot_makes_the_pipe_ready() -> None:
+    v, _ = make_view()
+    v.apply("p1", scan("a", "full_audit", [file("/x")]))
+    v.apply("p1", scan("f", "find", [file("/y")]))
+    assert not v.snapshot_done("p1")
+    v.apply("p1", scan("s", "snapshot", [file("/x")], ))
+    assert v.snapshot_done("p1")

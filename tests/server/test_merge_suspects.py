@@ -102,3 +102,17 @@ def test_recent_structure_is_bounded() -> None:
     assert len(t.recent) <= RECENT_CAP
     top = v.sentinel_targets("p1", limit=3)["recent"]
     assert top == [f"/f{RECENT_CAP + 9}", f"/f{RECENT_CAP + 8}", f"/f{RECENT_CAP + 7}"]
+
+
+def test_sentinel_renews_a_changed_file_even_when_not_hot() -> None:
+    v, clk = make_view(hot_file_threshold=60.0, suspect_ttl_sec=600.0)
+    w = clk.w
+    v.apply("p1", [file("/f", mtime=w - 200, write="progress")])
+    clk.advance(100)
+    # written again on another NFS client at w-150: changed since marking, but 250 s old
+    v.apply("p1", scan("se", "sentinel", [file("/f", mtime=w - 150)]))
+    s = _suspect(v, "/f")
+    assert s is not None and s["mtime"] == w - 150 and s["expires_in"] == 600.0
+    clk.advance(1)
+    v.apply("p1", scan("se2", "sentinel", [file("/f", mtime=w - 150)]))
+    assert _suspect(v, "/f") is None
