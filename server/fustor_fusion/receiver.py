@@ -19,6 +19,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from fustor.config import ReceiverConfig
 from fustor.errors import ProtocolError, ScopeError
 from fustor.protocol import (
     KEY_HEADER,
@@ -153,14 +154,16 @@ def _opt_str(data: dict[str, Any], name: str) -> str:
     return v
 
 
-def create_receiver_app(state: FusionState, receiver_id: str) -> QuartTrio:
+def create_receiver_app(state: FusionState, receiver_id: str,
+                        rc: ReceiverConfig | None = None) -> QuartTrio:
+    """The app of receiver `receiver_id` (its config `rc`, default: from the state's config)."""
     app = QuartTrio(f"fustor-receiver-{receiver_id}")
-    rc = state.config.receivers[receiver_id]
+    rc = rc or state.config.receivers[receiver_id]
     app.config["MAX_CONTENT_LENGTH"] = rc.max_batch_bytes
     app.config["BODY_TIMEOUT"] = 120
     install_error_handlers(app)
 
-    def receiver() -> Any:
+    def receiver() -> ReceiverConfig:
         return state.config.receivers.get(receiver_id, rc)
 
     def pipe_of_key() -> PipeRuntime:

@@ -6,13 +6,16 @@ the handle reloads config without restarting unchanged parts and reports status.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 from quart_trio import QuartTrio
 
 from fustor.config import FusionConfig
@@ -50,9 +53,9 @@ class _Server:
 class FusionHandle:
     """What `serve_fusion` hands its caller: URLs, `reload(config)`, `status()`, `stop()`."""
 
-    def __init__(self, state: FusionState, nursery: trio.Nursery) -> None:
+    def __init__(self, state: FusionState) -> None:
         self.state = state
-        self._nursery = nursery
+        self._nursery: trio.Nursery
         self._api: _Server | None = None
         self._receivers: dict[str, _Server] = {}
         self._lock = trio.Lock()
@@ -67,18 +70,33 @@ class FusionHandle:
         return {rid: s.url for rid, s in self._receivers.items()}
 
     # ------------------------------------------------------------------ servers
-    async def _start(self, srv: _Server, key: str) -> None:
+    @staticmethod
+    def _bind(srv: _Server, key: str) -> tuple[HyperConfig, Sockets]:
+        """Bind the server's socket now (a busy port is one plain ConfigError, not a group)."""
         cfg = HyperConfig()
         cfg.bind = [_bind(srv.host, srv.port)]
         cfg.graceful_timeout = GRACEFUL_TIMEOUT_SEC
         cfg.accesslog = None
         cfg.errorlog = logging.getLogger("hypercorn.error")
         cfg.keep_alive_timeout = 75.0     # agents and mounts keep one connection open
+        # Like hypercorn's Config.create_sockets, but the socket is closed when bind fails.
+        sock = socket.socket(socket.AF_INET6 if ":" in srv.host else socket.AF_INET,
+                             socket.SOCK_STREAM)
         try:
-            binds = await self._nursery.start(_run_server, srv, cfg)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((srv.host, srv.port))
+            sock.setblocking(False)
+            sock.listen(cfg.backlog)
         except OSError as exc:
+            sock.close()
             raise ConfigError(f"cannot listen on {cfg.bind[0]}: {exc.strerror or exc}",
                               key=key) from exc
+        return cfg, Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+
+    async def _start(self, srv: _Server, bound: tuple[HyperConfig, Sockets]) -> None:
+        cfg, sockets = bound
+        binds = await self._nursery.start(_run_server, srv, cfg, sockets)
         srv.url = _connectable(binds[0]) if binds else ""
         log.info("%s listening on %s", srv.name, binds[0] if binds else cfg.bind[0])
 
@@ -90,39 +108,64 @@ class FusionHandle:
         await srv.done.wait()
         log.info("%s stopped (%s)", srv.name, srv.url)
 
-    async def _start_api(self, config: FusionConfig) -> None:
+    def _api_server(self, config: FusionConfig) -> tuple[_Server, tuple[HyperConfig, Sockets]]:
         srv = _Server("Fusion API", config.host, config.port, create_app(self.state))
-        await self._start(srv, "port")
+        return srv, self._bind(srv, "port")
+
+    def _receiver_server(self, rid: str, config: FusionConfig
+                         ) -> tuple[_Server, tuple[HyperConfig, Sockets]]:
+        rc = config.receivers[rid]
+        srv = _Server(f"receiver {rid}", rc.host, rc.port, create_receiver_app(self.state, rid, rc))
+        return srv, self._bind(srv, f"receivers.{rid}.port")
+
+    async def _start_api(self, srv: _Server, bound: tuple[HyperConfig, Sockets]) -> None:
+        await self._start(srv, bound)
         self._api = srv
 
-    async def _start_receiver(self, rid: str, config: FusionConfig) -> None:
-        rc = config.receivers[rid]
-        srv = _Server(f"receiver {rid}", rc.host, rc.port, create_receiver_app(self.state, rid))
-        await self._start(srv, f"receivers.{rid}.port")
+    async def _start_receiver(self, rid: str, srv: _Server,
+                              bound: tuple[HyperConfig, Sockets]) -> None:
+        await self._start(srv, bound)
         self._receivers[rid] = srv
 
     # ------------------------------------------------------------------ public
     async def reload(self, config: FusionConfig) -> None:
-        """Apply `config`: views/pipes/keys in the state; receivers started/stopped/rebound."""
+        """Apply `config`: views/pipes/keys in the state; receivers started/stopped/rebound.
+        New ports are bound first: if one is busy, ConfigError and nothing changed."""
         async with self._lock:
             old = self.state.config
+            stop: list[str] = []
+            start: dict[str, tuple[_Server, tuple[HyperConfig, Sockets]]] = {}
+            api_moved = (config.host, config.port) != (old.host, old.port)
+            bound: list[Sockets] = []
+            try:
+                for rid, srv in self._receivers.items():
+                    rc = config.receivers.get(rid)
+                    if rc is None or (rc.host, rc.port) != (srv.host, srv.port):
+                        stop.append(rid)
+                for rid in config.receivers:
+                    if rid not in self._receivers or rid in stop:
+                        start[rid] = self._receiver_server(rid, config)
+                        bound.append(start[rid][1][1])
+                new_api = self._api_server(config) if api_moved else None
+                if new_api is not None:
+                    bound.append(new_api[1][1])
+            except BaseException:
+                _close(bound)
+                raise
             changes = self.state.apply_config(config)
-            for rid, srv in list(self._receivers.items()):
-                rc = config.receivers.get(rid)
-                if rc is None or (rc.host, rc.port) != (srv.host, srv.port):
-                    del self._receivers[rid]
-                    await self._stop(srv)
-                    changes.setdefault("receivers_stopped", []).append(rid)
+            for rid in stop:
+                await self._stop(self._receivers.pop(rid))
+            if stop:
+                changes["receivers_stopped"] = stop
+            for rid, (srv, b) in start.items():
+                await self._start_receiver(rid, srv, b)
+            if start:
+                changes["receivers_started"] = list(start)
             for rid, rc in config.receivers.items():
-                if rid not in self._receivers:
-                    await self._start_receiver(rid, config)
-                    changes.setdefault("receivers_started", []).append(rid)
-                else:
-                    self._receivers[rid].app.config["MAX_CONTENT_LENGTH"] = rc.max_batch_bytes
-            if (config.host, config.port) != (old.host, old.port) and self._api is not None:
-                api, self._api = self._api, None
-                await self._stop(api)
-                await self._start_api(config)
+                self._receivers[rid].app.config["MAX_CONTENT_LENGTH"] = rc.max_batch_bytes
+            if new_api is not None and self._api is not None:
+                await self._stop(self._api)
+                await self._start_api(*new_api)
                 changes["api_rebound"] = [self.api_url]
             log.info("configuration reloaded: %s",
                      "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items()) or "no change")
@@ -139,12 +182,19 @@ class FusionHandle:
         self._janitor.cancel()
 
 
-async def _run_server(srv: _Server, cfg: HyperConfig, *,
+def _close(bound: list[Sockets]) -> None:
+    for socks in bound:
+        for sock in socks.insecure_sockets:
+            sock.close()
+
+
+async def _run_server(srv: _Server, cfg: HyperConfig, sockets: Sockets, *,
                       task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     try:
         with srv.cancel:
-            await serve(srv.app, cfg, shutdown_trigger=srv.shutdown.wait,
-                        task_status=task_status)
+            await worker_serve(wrap_app(srv.app, cfg.wsgi_max_body_size, None), cfg,
+                               sockets=sockets, shutdown_trigger=srv.shutdown.wait,
+                               task_status=task_status)
     finally:
         srv.done.set()
 
@@ -168,11 +218,24 @@ async def serve_fusion(
 ) -> None:
     """Run Fusion until cancelled (or `handle.stop()`)."""
     state = state_factory(config)
-    async with trio.open_nursery() as nursery:
-        handle = FusionHandle(state, nursery)
-        await handle._start_api(config)
+    handle = FusionHandle(state)
+    # Every port is bound before any task starts: a busy port fails plainly and at once.
+    bound: list[Sockets] = []
+    try:
+        api = handle._api_server(config)
+        bound.append(api[1][1])
+        receivers: dict[str, tuple[_Server, tuple[HyperConfig, Sockets]]] = {}
         for rid in config.receivers:
-            await handle._start_receiver(rid, config)
+            receivers[rid] = handle._receiver_server(rid, config)
+            bound.append(receivers[rid][1][1])
+    except BaseException:
+        _close(bound)
+        raise
+    async with trio.open_nursery() as nursery:
+        handle._nursery = nursery
+        await handle._start_api(*api)
+        for rid, (srv, socks) in receivers.items():
+            await handle._start_receiver(rid, srv, socks)
         nursery.start_soon(_janitor_forever, state, tick_sec, handle._janitor)
         log.info("Fusion ready: %d view(s), %d pipe(s), %d receiver(s)",
                  len(state.views), len(state.pipes), len(config.receivers))
