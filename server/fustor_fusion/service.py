@@ -27,6 +27,9 @@ from fustor_fusion.state import FusionState
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT_SEC = 2.0
+# hypercorn's own "Running on ..." lines duplicate ours; keep its warnings and errors.
+_HTTP_LOG = logging.getLogger("fustor_fusion.http")
+_HTTP_LOG.setLevel(logging.WARNING)
 
 
 def _bind(host: str, port: int) -> str:
@@ -77,7 +80,7 @@ class FusionHandle:
         cfg.bind = [_bind(srv.host, srv.port)]
         cfg.graceful_timeout = GRACEFUL_TIMEOUT_SEC
         cfg.accesslog = None
-        cfg.errorlog = logging.getLogger("hypercorn.error")
+        cfg.errorlog = _HTTP_LOG
         cfg.keep_alive_timeout = 75.0     # agents and mounts keep one connection open
         # Like hypercorn's Config.create_sockets, but the socket is closed when bind fails.
         sock = socket.socket(socket.AF_INET6 if ":" in srv.host else socket.AF_INET,
