@@ -169,7 +169,7 @@ class _Cli:
             log.error("%s", message)
             if not self.args.daemon:
                 self.error(message)
-            daemon.notify_failed(message, code)
+            daemon.notify_failed(f"{self.prog}: error: {message}", code)
             return code
         finally:
             daemon.remove_pid_file(self.pid_file)
