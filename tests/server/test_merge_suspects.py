@@ -107,12 +107,12 @@ def test_recent_structure_is_bounded() -> None:
 def test_sentinel_renews_a_changed_file_even_when_not_hot() -> None:
     v, clk = make_view(hot_file_threshold=60.0, suspect_ttl_sec=600.0)
     w = clk.w
-    v.apply("p1", [file("/f", mtime=w - 200, write="progress")])
-    clk.advance(100)
-    # written again on another NFS client at w-150: changed since marking, but 250 s old
-    v.apply("p1", scan("se", "sentinel", [file("/f", mtime=w - 150)]))
+    v.apply("p1", [file("/f", mtime=w, write="progress")])
+    clk.advance(300)
+    # written again on another NFS client at w+100: changed since marking, but 200 s old
+    v.apply("p1", scan("se", "sentinel", [file("/f", mtime=w + 100)]))
     s = _suspect(v, "/f")
-    assert s is not None and s["mtime"] == w - 150 and s["expires_in"] == 600.0
+    assert s is not None and s["mtime"] == w + 100 and s["expires_in"] == 600.0
     clk.advance(1)
-    v.apply("p1", scan("se2", "sentinel", [file("/f", mtime=w - 150)]))
+    v.apply("p1", scan("se2", "sentinel", [file("/f", mtime=w + 100)]))
     assert _suspect(v, "/f") is None
