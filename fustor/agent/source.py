@@ -1,0 +1,212 @@
+"""One source directory shared by all pipes that read it: one watcher, one scan limiter.
+
+The hub fans realtime rows out to each pipe's bounded buffer, checks the root's health
+(missing, not a directory, unmounted, another device) so an absent source is reported as a
+fault and never as empty, and restarts the watcher when the root comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from fustor.agent.scanner import compile_excludes
+from fustor.agent.watcher import Watcher, WatchStats
+from fustor.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+ROOT_CHECK_SEC = 1.0
+
+
+class RealtimeBuffer:
+    """A pipe's realtime rows waiting to be sent (bounded; overflow is remembered)."""
+
+    def __init__(self, capacity: int, name: str = "") -> None:
+        self.capacity = capacity
+        self.name = name
+        self._rows: deque[str] = deque()
+        self._ready = trio.Event()
+        self.overflowed = False     # rows were dropped since the last rescan request
+        self.dropped = 0
+        self.rescan_reasons: list[str] = []
+        self._rescan_wanted = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def put(self, rows: list[str]) -> None:
+        room = self.capacity - len(self._rows)
+        if room < len(rows):
+            if not self.overflowed:
+                log.warning("pipe %s: realtime buffer full (%d events, Fusion unreachable?): "
+                            "dropping events, a rescan follows once they are sent",
+                            self.name, self.capacity)
+            self.overflowed = True
+            self.dropped += len(rows) - max(room, 0)
+            rows = rows[: max(room, 0)]
+        if rows:
+            self._rows.extend(rows)
+            self._ready.set()
+
+    async def wait(self) -> None:
+        while not self._rows:
+            await self._ready.wait()
+            self._ready = trio.Event()
+
+    def peek(self, n: int) -> list[str]:
+        if n >= len(self._rows):
+            return list(self._rows)
+        return [self._rows[i] for i in range(n)]
+
+    def pop(self, n: int) -> None:
+        for _ in range(min(n, len(self._rows))):
+            self._rows.popleft()
+
+    def request_rescan(self, reason: str) -> None:
+        self.rescan_reasons.append(reason)
+        self._rescan_wanted.set()
+
+    async def wait_rescan(self) -> list[str]:
+        await self._rescan_wanted.wait()
+        self._rescan_wanted = trio.Event()
+        reasons, self.rescan_reasons = self.rescan_reasons, []
+        return reasons
+
+
+def root_fault(root: str, expect_dev: int | None, was_mount: bool) -> str | None:
+    """Why the root cannot be trusted right now, or None."""
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return "root_missing"
+    except OSError as exc:
+        return f"root_unreadable: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "root_not_a_directory"
+    if was_mount and not os.path.ismount(root):
+        return "root_unmounted"
+    if expect_dev is not None and st.st_dev != expect_dev:
+        return "root_device_changed"
+    return None
+
+
+class SourceHub:
+    """Runs the watcher of one source and serves its pipes."""
+
+    def __init__(self, config: SourceConfig, *, watch_limit: int | None = None) -> None:
+        self.config = config
+        self.root = os.path.abspath(config.uri).rstrip("/") or "/"
+        params = config.driver_params
+        self.exclude = compile_excludes(params.exclude)
+        self.workers = params.max_scan_workers
+        self.limiter = trio.CapacityLimiter(params.max_scan_workers)
+        self._subs: list[RealtimeBuffer] = []
+        self._watch_limit = watch_limit
+        self.watcher: Watcher | None = None
+        self._ready = trio.Event()
+        self._dev: int | None = None
+        self._was_mount = False
+        self.fault: str | None = None
+
+    # -------------------------------------------------------------- pipes
+    def subscribe(self, buf: RealtimeBuffer) -> None:
+        self._subs.append(buf)
+
+    def unsubscribe(self, buf: RealtimeBuffer) -> None:
+        if buf in self._subs:
+            self._subs.remove(buf)
+
+    def _emit(self, rows: list[str]) -> None:
+        for sub in self._subs:
+            sub.put(rows)
+
+    def _rescan(self, reason: str) -> None:
+        for sub in self._subs:
+            sub.request_rescan(reason)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def check(self) -> str | None:
+        """The current root fault (also recorded in `fault`), None when healthy."""
+        problem = root_fault(self.root, self._dev, self._was_mount)
+        if problem is None and self.watcher is not None and self.watcher.faults:
+            problem = sorted(self.watcher.faults)[0]
+        self.fault = problem
+        return problem
+
+    async def _wait_fault(self) -> None:
+        """Return once the root stops being healthy (polled: inotify says nothing about
+        unmounts of NFS servers that vanish)."""
+        while True:
+            if self.check() is not None:
+                return
+            await trio.sleep(ROOT_CHECK_SEC)
+
+    def stats(self) -> WatchStats:
+        if self.watcher is None:
+            return WatchStats(faults={self.fault} if self.fault else set())
+        s = self.watcher.stats()
+        if self.fault:
+            s.faults.add(self.fault)
+        return s
+
+    # -------------------------------------------------------------- running
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch the root while it is healthy; when it is not, report the fault, wait for it
+        to come back, rewatch and ask the pipes for a rescan."""
+        started = False
+        reported: str | None = None
+        while True:
+            problem = root_fault(self.root, None, False)
+            if problem is None:
+                self._dev, self._was_mount = _root_identity(self.root)
+                self.fault = None
+                watcher = Watcher(self.root, self._emit, self._rescan, exclude=self.exclude,
+                                  coalesce_sec=self.config.driver_params.coalesce_sec,
+                                  workers=self.workers, limiter=self.limiter,
+                                  watch_limit=self._watch_limit)
+                self.watcher = watcher
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(watcher.run)
+                    if reported is not None:
+                        log.info("source %s: root %s is back", self.config.id, self.root)
+                        self._rescan("root_back")
+                    reported = None
+                    self._ready.set()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await self._wait_fault()
+                    nursery.cancel_scope.cancel()
+                problem = self.fault
+                self.watcher = None
+            self.fault = problem
+            if problem != reported:
+                log.warning("source %s: root %s: %s (retrying; nothing is reported as deleted)",
+                            self.config.id, self.root, problem)
+                reported = problem
+            if not started:
+                # Pipes start anyway: they report the fault and scan once the root is back.
+                self._ready.set()
+                task_status.started()
+                started = True
+            await trio.sleep(ROOT_CHECK_SEC)
+
+
+def _root_identity(root: str) -> tuple[int, bool]:
+    return os.stat(root).st_dev, os.path.ismount(root)
+
+
+def hub_key(config: SourceConfig) -> tuple[object, ...]:
+    """Two source configs with equal keys can share a hub."""
+    return (os.path.abspath(config.uri), config.driver_params)
+
+
+Fault = Callable[[], str | None]
