@@ -237,9 +237,7 @@ class _Cli:
         if self.args.json:
             print(json.dumps(info, indent=2, default=str))
         else:
-            print(f"{self.prog}: running (pid {pid})")
-            rest = {k: v for k, v in info.items() if k not in ("state", "pid")}
-            _print_tree(rest, indent=1)
+            _print_status(self.prog, info)
         return 0
 
     def query_management(self, api_url: str, config: Any) -> dict[str, Any]:
@@ -412,6 +410,37 @@ class _Runner:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _print_status(prog: str, info: dict[str, Any]) -> None:
+    """The human form of `status`: one line per URL, view and pipe; details as a tree."""
+    since = f", since {info['started_at']}" if info.get("started_at") else ""
+    print(f"{prog}: running (pid {info['pid']}{since})")
+    for f in info.get("config_files") or ():
+        print(f"  config: {f}")
+    if info.get("api_url"):
+        print(f"  api: {info['api_url']}")
+    for rid, url in (info.get("receiver_urls") or {}).items():
+        print(f"  receiver {rid}: {url}")
+    views, pipes = info.get("views"), info.get("pipes")
+    for v in views if isinstance(views, list) else ():
+        if not isinstance(v, Mapping):
+            continue
+        states = ", ".join(f"{pid}: {p.get('state', '?') if isinstance(p, Mapping) else p}"
+                           for pid, p in (v.get("pipes") or {}).items())
+        ready = "ready" if v.get("ready") else "not ready"
+        print(f"  view {v.get('id')}: {ready}" + (f" ({states})" if states else ""))
+    for p in pipes if isinstance(pipes, list) else ():
+        if not isinstance(p, Mapping):
+            continue
+        print(f"  pipe {p.get('id')}: receiver {p.get('receiver')} -> "
+              f"{', '.join(p.get('views') or ())}; leader {p.get('leader') or 'none'}, "
+              f"{p.get('sessions', 0)} session(s), {p.get('events_applied', 0)} events applied")
+    rest = {k: v for k, v in info.items() if k.endswith("_error") or k == "config"}
+    if not isinstance(views, list) and isinstance(info.get("status"), Mapping):
+        rest["status"] = {k: v for k, v in info["status"].items()
+                          if k not in ("api_url", "receiver_urls")}
+    _print_tree(rest, indent=1)
+
+
 def _logging_of(config: Any) -> tuple[str, str | None]:
     lc = getattr(config, "logging", None)
     return getattr(lc, "level", "INFO"), getattr(lc, "file", None)
