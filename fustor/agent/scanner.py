@@ -12,6 +12,7 @@ DirDone. Bench entry point: `scan_to_null(root)` (or `python -m fustor.agent.sca
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -20,7 +21,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
@@ -51,6 +52,30 @@ _UPSERT_FMT = '{"op":"upsert","path":%s,' + rows.ATTRS_FMT + "%s"
 class DirTask(NamedTuple):
     local: str   # absolute local path (str; non-UTF-8 bytes as surrogates)
     path: str    # view path
+
+
+@contextlib.contextmanager
+def unwrap_group() -> Iterator[None]:
+    """Re-raise the one real error of a task group as itself, so callers can catch e.g.
+    SessionExpiredError raised by a sink inside worker tasks."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+        if len(real) == 1:
+            raise real[0] from group
+        if not real and leaves:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            yield from _leaves(e)
+    else:
+        yield exc
 
 
 def new_scan_id(kind: str) -> str:
@@ -133,9 +158,10 @@ class Walker(Generic[T]):
 
     async def run(self, roots: Iterable[T]) -> None:
         self._stack = list(roots)
-        async with trio.open_nursery() as nursery:
-            for _ in range(self._workers):
-                nursery.start_soon(self._worker)
+        with unwrap_group():
+            async with trio.open_nursery() as nursery:
+                for _ in range(self._workers):
+                    nursery.start_soon(self._worker)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -384,11 +410,13 @@ async def run_scan(
                     walker = Walker(lister.visit, sink, workers=workers, limiter=limiter,
                                     chunk=chunk, count=lambda: counts.entries)
                     lister.spill = walker.spill
-                    lister.spill_at = max(4 * chunk, 8192)
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_progress, kind, scan_id, counts, t0, progress_every)
-                        await walker.run([DirTask(local, path)])
-                        nursery.cancel_scope.cancel()
+                    lister.spill_at = max(4 * chunk, 256)
+                    with unwrap_group():
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(_progress, kind, scan_id, counts, t0,
+                                               progress_every)
+                            await walker.run([DirTask(local, path)])
+                            nursery.cancel_scope.cancel()
                 if path == "/" and fault is not None:
                     # Unmounted while we walked: say so rather than let it look complete.
                     problem = fault()
