@@ -161,6 +161,9 @@ class Glob:
         self.match = [_segment_matcher(s) for s in self.segs]
         self.literal = [s != "**" and not _GLOB_CHARS.search(s) for s in self.segs]
         self.start = self._closure({0})
+        # '**/<one name glob>': a plain walk with one test per name (the common case)
+        self.names_only = (self.match[1] if len(self.segs) == 2 and self.segs[0] == "**"
+                           and self.segs[1] != "**" else None)
 
     def _closure(self, states: set[int]) -> frozenset[int]:
         todo = list(states)
@@ -196,6 +199,8 @@ class Glob:
 def search(trees: Sequence[PipeTree], glob: Glob, top: str, limit: int) -> tuple[list[str], bool]:
     """Paths below `top` matching `glob` (at most `limit`, sorted) and whether more exist."""
     top_holders = holders_of(trees, top)
+    if len(top_holders) == 1 and glob.names_only is not None:
+        return _search_names(top, top_holders[0][1], glob.names_only, limit)
     found: list[str] = []
     stack: list[tuple[str, list[tuple[PipeTree, Dir]], frozenset[int]]] = [
         (top, dir_copies(top_holders), glob.start)]
@@ -215,6 +220,27 @@ def search(trees: Sequence[PipeTree], glob: Glob, top: str, limit: int) -> tuple
             sub = [(t, n) for t, n in nodes if type(n) is Dir]
             if sub and any(i < len(glob.segs) for i in nxt):
                 stack.append((cp, sub, nxt))
+    found.sort()
+    return found, False
+
+
+def _search_names(top: str, node: Node, match: Callable[[str], bool], limit: int
+                  ) -> tuple[list[str], bool]:
+    found: list[str] = []
+    if type(node) is not Dir:
+        return found, False
+    stack: list[tuple[str, Dir]] = [(top, node)]
+    while stack:
+        path, d = stack.pop()
+        pre = "/" if path == "/" else path + "/"
+        for name, n in d.children.items():
+            if match(name):
+                found.append(pre + name)
+                if len(found) > limit:
+                    found.sort()
+                    return found[:limit], True
+            if type(n) is Dir:
+                stack.append((pre + name, n))
     found.sort()
     return found, False
 

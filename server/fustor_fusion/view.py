@@ -8,6 +8,7 @@ several pipes every tree reports each path it changes and the view recounts only
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from fustor.errors import NotFoundError, ProtocolError
 from fustor.protocol import Event, ScanEnd, ScanStart
 from fustor_fusion import query
 from fustor_fusion.merge import PipeTree
-from fustor_fusion.tree import I_MTIME, I_SIZE, REC, Dir, Node, child_path, rec_of
+from fustor_fusion.tree import REC, Dir, Node, child_path, rec_of
 
 log = logging.getLogger(__name__)
 _unpack = REC.unpack
@@ -26,14 +27,33 @@ __all__ = ["PipeTree", "View"]
 
 
 
+_ZERO = (0, 0, 0, 0, 0)
+_ONE_DIR = (1, 0, 1, 0, 0)
+_ONE_LINK = (1, 1, 0, 0, 0)
+_size_of = struct.Struct("<q").unpack_from
+_size_mtime = struct.Struct("<qd").unpack_from      # the first two fields of REC
+
+
 def _contribution(nodes: list[Node]) -> tuple[int, int, int, int, int]:
-    """(entries, files, dirs, size, conflicts) that one path adds to the union counters."""
+    """(entries, files, dirs, size, conflicts) that one path adds to the union counters.
+    Equal mtimes resolve to the first node (the first pipe), as in queries."""
+    if len(nodes) == 1:                       # the common cases, kept cheap
+        n = nodes[0]
+        t = type(n)
+        if t is bytes:
+            return 1, 1, 0, _size_of(n)[0], 0  # type: ignore[arg-type]
+        return _ONE_DIR if t is Dir else _ONE_LINK
     if not nodes:
-        return 0, 0, 0, 0, 0
-    if any(type(n) is Dir for n in nodes):
-        return 1, 0, 1, 0, int(any(type(n) is not Dir for n in nodes))
-    best = max(nodes, key=lambda n: _unpack(rec_of(n))[I_MTIME])
-    return 1, 1, 0, (_unpack(best)[I_SIZE] if type(best) is bytes else 0), 0
+        return _ZERO
+    dirs = sum(1 for n in nodes if type(n) is Dir)
+    if dirs:
+        return 1, 0, 1, 0, int(dirs != len(nodes))
+    best_m = best_s = None
+    for n in nodes:
+        size, m = _size_mtime(rec_of(n))
+        if best_m is None or m > best_m:
+            best_m, best_s = m, (size if type(n) is bytes else 0)
+    return 1, 1, 0, best_s or 0, 0
 
 
 class View:
