@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -33,6 +34,13 @@ VIEW_KEY = "view-read-key"
 # ---------------------------------------------------------------------------- waits
 class WaitTimeout(AssertionError):
     pass
+
+
+def command(name: str) -> list[str]:
+    """The CLI `name` (e.g. "fustor-fusion") of this venv; FUSTOR_E2E_CMD_FUSTOR_FUSION etc.
+    replace it (a wrapper for debugging, or an installed build under test)."""
+    override = os.environ.get("FUSTOR_E2E_CMD_" + name.upper().replace("-", "_"))
+    return shlex.split(override) if override else [str(BIN / name)]
 
 
 def wait_until(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
@@ -348,7 +356,7 @@ class Cluster:
             self.group.base / "fusion-home" / "fusion.yaml", api_port=self.api_port,
             receiver_port=self.receiver_port, pipes=self.pipes, **self.fusion_kwargs)
         p = self.group.add(Proc(self._name("fusion"),
-                                [str(BIN / "fustor-fusion"), "start", "--config", str(self.fusion_cfg)],
+                                [*command("fustor-fusion"), "start", "--config", str(self.fusion_cfg)],
                                 self.group.base / "fusion-home", self.group.logdir)).start()
         self.fusion = p
         wait_until(lambda: _http_up(self.api_url) or _dead(p), 30,
@@ -368,14 +376,14 @@ class Cluster:
         home = self.group.base / f"{name}-home"
         cfg = agent_config(home / "agent.yaml", agent_id=f"e2e-{name}", source=source,
                            receiver_url=receiver_url or self.receiver_url, key=key)
-        argv = [*(wrap or []), str(BIN / "fustor-agent"), "start", "--config", str(cfg)]
+        argv = [*(wrap or []), *command("fustor-agent"), "start", "--config", str(cfg)]
         return self.group.add(Proc(name, argv, home, self.group.logdir)).start()
 
     def start_mount(self, mountpoint: Path, *, extra: list[str] | None = None,
                     view: str = VIEW, key: str = VIEW_KEY) -> Proc:
         mountpoint.mkdir(parents=True, exist_ok=True)
         name = self._name("mount")
-        argv = [str(BIN / "fustor-mount"), str(mountpoint), "--url", self.api_url,
+        argv = [*command("fustor-mount"), str(mountpoint), "--url", self.api_url,
                 "--view", view, "--api-key", key, *(extra or [])]
         p = self.group.add(Proc(name, argv, self.group.base / f"{name}-home",
                                 self.group.logdir)).start()

@@ -26,7 +26,10 @@ class Fake:
     """A hand-driven agent session on pipe-1 (it fed the snapshot the tests then guard)."""
 
     def __init__(self, cluster: Cluster) -> None:
+        # Refused requests each get a fresh connection (`rx_post`), so a connection wedged by a
+        # refusal shows up in test_connection_survives_refusals only, not everywhere.
         self.rx = httpx.Client(base_url=cluster.receiver_url, timeout=10.0)
+        self.rx_url = cluster.receiver_url
         self.api = httpx.Client(base_url=cluster.api_url, timeout=10.0,
                                 headers={"X-API-Key": VIEW_KEY})
         self.seq = 0
@@ -49,8 +52,15 @@ class Fake:
                     sid: str | None = None) -> httpx.Response:
         self.alive()
         content = raw if raw is not None else json.dumps(body).encode()
-        return self.rx.post(f"/api/v1/pipe/sessions/{sid or self.sid}/events", content=content,
-                            headers={"X-API-Key": key, "Content-Type": "application/json"})
+        return httpx.post(f"{self.rx_url}/api/v1/pipe/sessions/{sid or self.sid}/events",
+                          content=content, timeout=10.0,
+                          headers={"X-API-Key": key, "Content-Type": "application/json"})
+
+    def rx_post(self, url: str, **kw: Any) -> httpx.Response:
+        return httpx.post(f"{self.rx_url}{url}", timeout=10.0, **kw)
+
+    def rx_get(self, url: str, **kw: Any) -> httpx.Response:
+        return httpx.get(f"{self.rx_url}{url}", timeout=10.0, **kw)
 
     def tree(self) -> Any:
         r = self.api.get(f"/api/v1/views/{VIEW}/tree", params={"path": "/"})
@@ -120,18 +130,31 @@ def test_session_requests_refused(fake: Fake) -> None:
     before = fake.tree()
     url = "/api/v1/pipe/sessions"
     good = {"agent_id": "x", "host": "h", "source_uri": "/s", "capabilities": [], "version": "1"}
-    _clear_4xx(fake.rx.post(url, json=good), 401)
-    _clear_4xx(fake.rx.post(url, json=good, headers={"X-API-Key": "nope"}), 401)
-    _clear_4xx(fake.rx.post(url, json=good, headers={"X-API-Key": VIEW_KEY}), 401, 403)
-    _clear_4xx(fake.rx.post(url, content=b"{not json", headers={"X-API-Key": PUSH1}), 400)
-    _clear_4xx(fake.rx.post(url, json=[1, 2], headers={"X-API-Key": PUSH1}), 400, 422)
-    _clear_4xx(fake.rx.post(url, json={**good, "agent_id": 5}, headers={"X-API-Key": PUSH1}),
+    _clear_4xx(fake.rx_post(url, json=good), 401)
+    _clear_4xx(fake.rx_post(url, json=good, headers={"X-API-Key": "nope"}), 401)
+    _clear_4xx(fake.rx_post(url, json=good, headers={"X-API-Key": VIEW_KEY}), 401, 403)
+    _clear_4xx(fake.rx_post(url, content=b"{not json", headers={"X-API-Key": PUSH1}), 400)
+    _clear_4xx(fake.rx_post(url, json=[1, 2], headers={"X-API-Key": PUSH1}), 400, 422)
+    _clear_4xx(fake.rx_post(url, json={**good, "agent_id": 5}, headers={"X-API-Key": PUSH1}),
                400, 422)
-    _clear_4xx(fake.rx.post(f"{url}/s-unknown/heartbeat", json={"status": {}},
+    _clear_4xx(fake.rx_post(f"{url}/s-unknown/heartbeat", json={"status": {}},
                             headers={"X-API-Key": PUSH1}), 404, 410)
-    _clear_4xx(fake.rx.get(f"{url}/{fake.sid}/commands", params={"after": "x", "wait": 0},
+    _clear_4xx(fake.rx_get(f"{url}/{fake.sid}/commands", params={"after": "x", "wait": 0},
                            headers={"X-API-Key": PUSH1}), 400, 422)
     assert fake.tree() == before
+
+
+def test_connection_survives_refusals(fake: Fake) -> None:
+    """An agent retries on one keep-alive connection: a 4xx must not wedge it."""
+    url = "/api/v1/pipe/sessions"
+    good = {"agent_id": "x", "host": "h", "source_uri": "/s", "capabilities": [], "version": "1"}
+    with httpx.Client(base_url=fake.rx_url, timeout=5.0) as c:
+        for i in range(6):
+            headers = {"X-API-Key": "nope"} if i % 2 else {}
+            _clear_4xx(c.post(url, json=good, headers=headers), 401)
+        r = c.post(url, content=b"{broken", headers={"X-API-Key": PUSH1})
+        _clear_4xx(r, 400)
+        assert c.get("/api/v1/health").status_code == 200
 
 
 def test_wrong_pipe_key_and_follower_scan_refused(fake: Fake) -> None:
@@ -189,7 +212,7 @@ def test_bad_row_refuses_whole_batch(fake: Fake, bad: tuple[str, Any], drop: boo
     before = fake.tree()
     good = {"op": "upsert", "path": "/zz_valid", **attrs()}
     row = {"op": "upsert", "path": "/zz_bad", **attrs()}
-    if drop and field != "op":
+    if drop and field in ("path", "type", "size", "mtime", "mode", "op"):  # the required ones
         del row[field]
     else:
         row[field] = value
@@ -239,8 +262,9 @@ def _not_json(b: bytes) -> bool:
 def q(fake: Fake, endpoint: str, key: str | None = VIEW_KEY, view: str = VIEW,
       **params: Any) -> httpx.Response:
     headers = {"X-API-Key": key} if key is not None else {}
-    return httpx.get(f"{fake.api.base_url}api/v1/views/{view}/{endpoint}".replace("//api", "/api"),
-                     params=params, headers=headers, timeout=10.0)
+    base = str(fake.api.base_url).rstrip("/")
+    return httpx.get(f"{base}/api/v1/views/{view}/{endpoint}", params=params, headers=headers,
+                     timeout=10.0)
 
 
 @pytest.mark.parametrize("endpoint", ["tree", "metadata", "search", "stats", "blind-spots",
@@ -294,7 +318,7 @@ def test_query_random_parameters(fake: Fake, params: dict[str, str]) -> None:
 
 
 def test_management_needs_its_key(fake: Fake) -> None:
-    base = f"{fake.api.base_url}api/v1/management".replace("//api", "/api")
+    base = str(fake.api.base_url).rstrip("/") + "/api/v1/management"
     for endpoint in ["jobs", "views", "pipes", "sessions", "jobs/j-x"]:
         _clear_4xx(httpx.get(f"{base}/{endpoint}", timeout=10.0), 401)
         _clear_4xx(httpx.get(f"{base}/{endpoint}", headers={"X-API-Key": VIEW_KEY},
