@@ -185,6 +185,7 @@ def load_mount_config(args: argparse.Namespace, env: Mapping[str, str] | None = 
         dir_timeout=num("dir_timeout", attr),
         page_size=int(f.get("page_size") or d.page_size),
         max_entries=int(f.get("max_cached_entries") or d.max_entries),
+        stats_timeout=min(d.stats_timeout, max(attr, 0.1)),
     )
     if cache.page_size < 1:
         raise ConfigError("must be at least 1", file=str(path), key="page_size")

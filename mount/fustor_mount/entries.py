@@ -5,6 +5,7 @@ object, turned into stat attributes (`pyfuse3.EntryAttributes`) and xattr values
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -70,8 +71,8 @@ class Entry:
             return cls(
                 node["name"], kind,
                 size=int(node.get("size") or 0),
-                mtime_ns=round(float(node.get("mtime") or 0.0) * 1e9),
-                ctime_ns=round(float(node.get("ctime") or 0.0) * 1e9),
+                mtime_ns=to_ns(node.get("mtime")),
+                ctime_ns=to_ns(node.get("ctime")),
                 mode=int(node["mode"]) if node.get("mode") is not None else 0o755,
                 uid=int(node.get("uid") or 0),
                 gid=int(node.get("gid") or 0),
@@ -124,6 +125,14 @@ class Entry:
         if name == b"user.fustor.conflict":
             return b"true" if self.conflict else b"false"
         return None
+
+
+def to_ns(seconds: object) -> int:
+    """Seconds (JSON number) → integer ns. Whole and fractional parts separately: `t * 1e9`
+    as a double is only exact to ~256 ns at today's epoch values."""
+    t = float(seconds or 0.0)  # type: ignore[arg-type]
+    whole = math.floor(t)
+    return whole * 1_000_000_000 + round((t - whole) * 1e9)
 
 
 def view_state_json(meta: Mapping[str, Any] | None) -> bytes:

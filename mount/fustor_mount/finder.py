@@ -27,10 +27,11 @@ JOB_CHECK_AFTER = 0.2  # the job API is only worth asking once the agent had tim
 
 
 class _Job:
-    __slots__ = ("id", "expires", "finished")
+    __slots__ = ("id", "started", "expires", "finished")
 
-    def __init__(self, expires: float) -> None:
+    def __init__(self, started: float, expires: float) -> None:
         self.id: str | None = None
+        self.started = started
         self.expires = expires
         self.finished = False
 
@@ -52,30 +53,45 @@ class RealtimeFinder:
     async def find(self, directory: str, path: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Find `path` (a name in `directory` the view does not know): (entry, meta) of the
         entry if a realtime find brings it in time, else None."""
-        now = self._clock()
-        job = self._jobs.get(directory)
-        if job is None or job.finished or job.expires <= now:
-            if not self._bucket.take():
-                self.limited += 1
-                log.debug("realtime find of %s skipped: rate limit", directory)
-                return None
-            job = _Job(now + self.wait)
-            self._jobs[directory] = job
-            self.started += 1
+        deadline = self._clock() + self.wait
+        for attempt in range(2):
+            job = self._jobs.get(directory)
+            joined = job is not None and not job.finished and job.expires > self._clock()
+            if not joined:
+                job = await self._start(directory)
+                if job is None:
+                    return None
+            assert job is not None
             try:
-                job.id = await self.client.start_find(directory)
-            except NotFoundError:
-                self._drop(directory, job)
-                return None
-            except BaseException:
-                self._drop(directory, job)
-                raise
-            log.debug("realtime find of %s: job %s", directory, job.id)
+                found = await self._wait_for(job, path, deadline)
+            finally:
+                if job.finished or job.expires <= self._clock():
+                    self._drop(directory, job)
+            # A job we joined may have listed the directory before our name was created:
+            # when it ends without the name, one fresh find of our own (same deadline).
+            if found is not None or not (joined and job.finished) or attempt:
+                return found
+        return None
+
+    async def _start(self, directory: str) -> _Job | None:
+        if not self._bucket.take():
+            self.limited += 1
+            log.debug("realtime find of %s skipped: rate limit", directory)
+            return None
+        now = self._clock()
+        job = _Job(now, now + self.wait)
+        self._jobs[directory] = job
+        self.started += 1
         try:
-            return await self._wait_for(job, path, now + self.wait)
-        finally:
-            if job.finished or job.expires <= self._clock():
-                self._drop(directory, job)
+            job.id = await self.client.start_find(directory)
+        except NotFoundError:
+            self._drop(directory, job)
+            return None
+        except BaseException:
+            self._drop(directory, job)
+            raise
+        log.debug("realtime find of %s: job %s", directory, job.id)
+        return job
 
     def _drop(self, directory: str, job: _Job) -> None:
         if self._jobs.get(directory) is job:

@@ -31,9 +31,20 @@ class MountError(FustorError):
     """The filesystem could not be mounted (the mountpoint, libfuse)."""
 
 
+def _connection_lost(mountpoint: str) -> bool:
+    """True for a FUSE mount whose process is gone. statfs always reaches the filesystem
+    (stat may be answered from the kernel's attribute cache)."""
+    try:
+        os.statvfs(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
 def prepare_mountpoint(mountpoint: str) -> None:
     """Check `mountpoint` is a directory we can mount on. A dead FUSE mount left by a crashed
-    process (stat fails with ENOTCONN) is lazily unmounted first."""
+    process (ENOTCONN) is lazily unmounted first."""
+    dead = False
     try:
         st = os.stat(mountpoint)
     except FileNotFoundError:
@@ -41,11 +52,13 @@ def prepare_mountpoint(mountpoint: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise MountError(f"mountpoint {mountpoint}: {exc.strerror}") from exc
+        dead = True
+    if dead or (os.path.ismount(mountpoint) and _connection_lost(mountpoint)):
         log.warning("%s is a dead mount (its process is gone): unmounting it first", mountpoint)
         r = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True,
                            text=True, timeout=30, check=False)
         if r.returncode != 0:
-            raise MountError(f"cannot clear the dead mount at {mountpoint}: {r.stderr.strip()}") from exc
+            raise MountError(f"cannot clear the dead mount at {mountpoint}: {r.stderr.strip()}")
         st = os.stat(mountpoint)
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mountpoint {mountpoint} is not a directory")

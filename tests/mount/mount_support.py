@@ -3,6 +3,7 @@ speaking docs/PROTOCOL.md, and a `fustor-mount` subprocess that is always stoppe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,8 +74,10 @@ class ScriptedAgent:
     async def send(self, rows: list[dict[str, Any]]) -> None:
         for i in range(0, len(rows), 5000):
             self.seq += 1
-            r = await self.http.post(f"/api/v1/pipe/sessions/{self.sid}/events",
-                                     json={"seq": self.seq, "events": rows[i:i + 5000]})
+            # stdlib json escapes lone surrogates (non-UTF-8 names); httpx's json= would not.
+            body = json.dumps({"seq": self.seq, "events": rows[i:i + 5000]})
+            r = await self.http.post(f"/api/v1/pipe/sessions/{self.sid}/events", content=body,
+                                     headers={"Content-Type": "application/json"})
             r.raise_for_status()
 
     async def snapshot(self, entries: Iterable[dict[str, Any]], scan: str = "snap-1") -> None:
@@ -134,7 +137,7 @@ class MountProcess:
 
     def wait_mounted(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while not os.path.ismount(self.mountpoint):
+        while not (os.path.ismount(self.mountpoint) and _live(self.mountpoint)):
             if self.proc.poll() is not None:
                 raise AssertionError(f"fustor-mount exited with {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
@@ -163,6 +166,15 @@ class MountProcess:
                                capture_output=True, timeout=30, check=False)
             self.logf.close()
         return code
+
+
+def _live(path: Path) -> bool:
+    """A mount that answers (a dead one left by a crash fails statfs with ENOTCONN)."""
+    try:
+        os.statvfs(path)
+    except OSError:
+        return False
+    return True
 
 
 def _dead_mount(path: Path) -> bool:

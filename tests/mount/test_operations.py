@@ -13,8 +13,8 @@ from typing import Any
 import pyfuse3
 import pytest
 import trio
+from fake_view import FakeView
 
-from fake_view import T0, FakeView
 from fustor.errors import AuthError, ProtocolError
 from fustor_mount.finder import RealtimeFinder
 from fustor_mount.operations import CacheConfig, FustorOperations
@@ -63,12 +63,12 @@ async def test_lookup_gives_complete_attributes_and_stable_inodes(view: FakeView
     a = await lookup_path(ops, "/data/a.dat")
     assert stat.S_ISREG(a.st_mode) and stat.S_IMODE(a.st_mode) == 0o640
     assert (a.st_size, a.st_uid, a.st_gid, a.st_nlink) == (4096, 1234, 99, 1)
-    assert a.st_mtime_ns == round(T0 * 1e9) and a.st_ctime_ns == round((T0 + 1) * 1e9)
+    assert a.st_mtime_ns == 1_700_000_000_250_000_000 and a.st_ctime_ns == 1_700_000_001_250_000_000
     assert a.st_blocks == 8 and a.entry_timeout == 10.0 and a.attr_timeout == 10.0
     d = await ops.lookup(ROOT, b"data", CTX)
     assert stat.S_ISDIR(d.st_mode) and stat.S_IMODE(d.st_mode) == 0o755
-    l = await ops.lookup(ROOT, b"link", CTX)
-    assert stat.S_ISLNK(l.st_mode) and l.st_size == len("data/a.dat")
+    link = await ops.lookup(ROOT, b"link", CTX)
+    assert stat.S_ISLNK(link.st_mode) and link.st_size == len("data/a.dat")
     again = await lookup_path(ops, "/data/a.dat")
     assert again.st_ino == a.st_ino
     # The kernel forgets it completely; the number stays the same for the life of the mount.
