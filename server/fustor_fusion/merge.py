@@ -14,6 +14,8 @@ Choices the design leaves open:
 * A sentinel row clears a suspect whose mtime is unchanged since marking and older than
   `hot_file_threshold`; otherwise it renews the mark. `Missing` removes the entry like a
   missing item of a listed directory (blind-spot deletion), with the same exceptions.
+* Each blind-spot list keeps the newest `BLIND_SPOT_CAP` marks per pipe (writes from other NFS
+  clients would otherwise grow it without bound); `blind_spots_dropped` counts the evicted.
 * Tombstones past the TTL are purged at audit end (rule 8) and also by `expire()` when no scan
   that started before them is still running, which bounds their number between long audits.
 """
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 AUDIT_KINDS = ("audit", "full_audit", "find")     # compensating scans: blind-spot marks
 RECENT_SEC = 86400.0
 RECENT_CAP = 8192
+BLIND_SPOT_CAP = 100_000   # per list and pipe; writes from other NFS clients would grow it forever
 
 _unpack_from = REC.unpack_from
 _pack = REC.pack
@@ -116,6 +119,7 @@ class PipeTree(Tree):
         self._suspect_heap: list[tuple[float, str]] = []
         self.bs_added: dict[str, float] = {}                   # path → Fusion time
         self.bs_deleted: dict[str, float] = {}
+        self.blind_spots_dropped = 0
         self.scans: dict[str, ScanState] = {}
         self.finished: dict[str, dict[str, Any]] = {}          # kind → last finished scan
         self.snapshot_done = False
@@ -277,7 +281,7 @@ class PipeTree(Tree):
                 changed = False
         if kind in AUDIT_KINDS:
             if changed:
-                self.bs_added[path] = now
+                self._blind(self.bs_added, path, now)
                 if sc is not None:
                     sc.added += 1
             if self.bs_deleted:
@@ -351,7 +355,7 @@ class PipeTree(Tree):
             return
         self.remove(path)
         self._forget(path, type(node) is Dir)
-        self.bs_deleted[path] = now
+        self._blind(self.bs_deleted, path, now)
         sc.removed += 1
 
     def _scan_end(self, ev: ScanEnd, now: float) -> None:
@@ -400,6 +404,13 @@ class PipeTree(Tree):
         if len(heap) > 4 * len(self.suspects) + 1024:
             self._suspect_heap = [(e, p) for p, (e, _) in self.suspects.items()]
             heapq.heapify(self._suspect_heap)
+
+    def _blind(self, marks: dict[str, float], path: str, now: float) -> None:
+        marks.pop(path, None)                 # dict order = age order
+        marks[path] = now
+        if len(marks) > BLIND_SPOT_CAP:
+            del marks[next(iter(marks))]      # informational: keep the newest marks
+            self.blind_spots_dropped += 1
 
     def _tomb(self, path: str, watermark: float, now: float) -> None:
         self.tombstones.pop(path, None)       # re-insert at the end: dict order = age order

@@ -18,10 +18,9 @@ from fustor.errors import NotFoundError, ProtocolError
 from fustor.protocol import Event, ScanEnd, ScanStart
 from fustor_fusion import query
 from fustor_fusion.merge import PipeTree
-from fustor_fusion.tree import REC, Dir, Node, child_path, rec_of
+from fustor_fusion.tree import Dir, Node, child_path, rec_of
 
 log = logging.getLogger(__name__)
-_unpack = REC.unpack
 
 __all__ = ["PipeTree", "View"]
 
@@ -331,6 +330,7 @@ class View:
             "tombstones": len(t.tombstones), "events_applied": t.events_applied,
             "last_event_at": t.last_event_at, "logical_clock": t.watermark,
             "clock_samples": t.clock.samples, "orphan_rows": t.orphan_rows,
+            "blind_spots_dropped": t.blind_spots_dropped,
             "snapshot": snapshot,
             "audits": {"incremental": audit("audit"), "full": audit("full_audit")},
             "scans_running": [s.info() for s in t.scans.values()],
