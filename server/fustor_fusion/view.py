@@ -56,6 +56,15 @@ def _contribution(nodes: list[Node]) -> tuple[int, int, int, int, int]:
 
 
 class View:
+    """The contract API (docs/API.md shapes) plus, for the service: `pipe_ids`, `add_pipe` /
+    `remove_pipe` (reload), `abort_scans` (leader gone), `snapshot_running`, `logical_clock`.
+
+    Query notes: the root's `name` is ""; children are sorted by code point; `next_cursor` is
+    the last returned name, base64url-encoded (a page starts strictly after it, so it stays
+    valid while the directory changes); `max_tree_items` counts every node of the answer,
+    the requested entry included, and raises ProtocolError (400) naming the ways to narrow it.
+    """
+
     def __init__(
         self,
         config: ViewConfig,
