@@ -189,12 +189,18 @@ class Demo:
         while time.monotonic() < deadline:
             self.check_alive("fusion")
             self.check_alive("agent")
-            r = httpx.get(f"{self.api}/api/v1/views/{VIEW}/stats",
+            # The tree answers 503 until the first snapshot is complete (stats always answer).
+            r = httpx.get(f"{self.api}/api/v1/views/{VIEW}/tree",
+                          params={"path": "/", "recursive": "false"},
                           headers={"X-API-Key": KEY}, timeout=5.0)
             if r.status_code == 200:
-                stats: dict[str, Any] = r.json()
+                stats: dict[str, Any] = httpx.get(
+                    f"{self.api}/api/v1/views/{VIEW}/stats", headers={"X-API-Key": KEY},
+                    timeout=5.0).json()
                 print(f"view {VIEW!r} ready: {stats.get('entries')} entries")
                 return stats
+            if r.status_code != 503:
+                raise DemoError(f"unexpected answer from the view: {r.status_code} {r.text}")
             time.sleep(0.3)
         raise DemoError(f"the view was not ready within {READY_TIMEOUT:g}s:\n"
                         f"{self.log_tail('agent')}")
@@ -212,8 +218,10 @@ class Demo:
             print(f"mount skipped: {why}; the HTTP API works without it")
             return
         self.mnt.mkdir(parents=True, exist_ok=True)
+        # Short kernel/mount caches so that changes to the source show up at once in the demo
+        # (the default, 10 s, suits production listings better).
         self.spawn("mount", [str(exe), str(self.mnt), "--url", self.api, "--view", VIEW,
-                             "--api-key", KEY])
+                             "--api-key", KEY, "-o", "attr_timeout=1"])
         deadline = time.monotonic() + READY_TIMEOUT
         while not os.path.ismount(self.mnt):
             if self.procs["mount"].poll() is not None or time.monotonic() > deadline:
@@ -265,7 +273,7 @@ Try:""")
         print(f"""  curl -H 'X-API-Key: {KEY}' '{url}/tree?path=/&recursive=false'
   curl -H 'X-API-Key: {KEY}' '{url}/search?pattern=*.tif'
   curl -H 'X-API-Key: {KEY}' '{url}/stats'
-  touch {self.src}/new-file.txt   # appears in the view within a second (inotify)
+  touch {self.src}/new-file.txt   # in the view at once (inotify), on the mount within 1 s
   # realtime find of a directory, then its job:
   curl -H 'X-API-Key: {KEY}' '{url}/tree?path=/upload&force_real_time=True'
   curl '{a}/api/v1/management/jobs'
@@ -296,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    # Explicitly: a shell starting us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupted)
     try:
         demo.start()
         if args.check:
