@@ -176,17 +176,19 @@ class ProcGroup:
 
     def close(self) -> None:
         errors: list[BaseException] = []
-        for fn in reversed(self.cleanups):
-            try:
-                fn()
-            except Exception as exc:  # keep stopping the rest
-                errors.append(exc)
-        self.cleanups.clear()
+        # Processes first (a mount unmounts itself on SIGTERM; agents must not see their
+        # bindfs source vanish), then the rest (bindfs layers, clients, fallbacks).
         for p in reversed(self.procs):
             try:
                 p.stop()
+            except Exception as exc:  # keep stopping the rest
+                errors.append(exc)
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
             except Exception as exc:
                 errors.append(exc)
+        self.cleanups.clear()
         if errors:
             raise errors[0]
 
