@@ -228,6 +228,7 @@ class Pipe:
         faults = Backoff(*FAULT_RETRY)
         while True:
             if self.hub.check() is None:
+                self.buffer.clear_rescan()
                 result = await self._scan(s, "snapshot")
                 if result.ok:
                     break

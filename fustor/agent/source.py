@@ -72,6 +72,11 @@ class RealtimeBuffer:
         self.rescan_reasons.append(reason)
         self._rescan_wanted.set()
 
+    def clear_rescan(self) -> None:
+        """A scan of everything starts now: earlier requests are covered by it."""
+        self.rescan_reasons = []
+        self._rescan_wanted = trio.Event()
+
     async def wait_rescan(self) -> list[str]:
         await self._rescan_wanted.wait()
         self._rescan_wanted = trio.Event()

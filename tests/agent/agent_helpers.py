@@ -32,7 +32,8 @@ class Recorder:
         return {r["path"] for r in self.rows if r["op"] == op}
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    with trio.fail_after(timeout):
-        while not pred():
+async def wait_until(pred: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll a condition that no event announces (files, another component's state)."""
+    with trio.fail_after(within):
+        while not pred():  # noqa: ASYNC110
             await trio.sleep(0.02)

@@ -1,6 +1,9 @@
 """The agent against a real in-process Fusion on 127.0.0.1 port 0: snapshot, realtime,
 realtime find, role change on leader loss, reconnection after Fusion restarts."""
 
+# The filesystem is what these tests exercise: blocking calls on it are intended.
+# ruff: noqa: ASYNC230, ASYNC240, ASYNC110
+
 from __future__ import annotations
 
 import os
@@ -9,12 +12,11 @@ from typing import Any
 
 import httpx
 import trio
+from agent_helpers import wait_until
 
 from fustor.agent.runner import AgentHandle, run_agent
 from fustor.config import AgentConfig, FusionConfig, parse_agent, parse_fusion
 from fustor_fusion.service import FusionHandle, serve_fusion
-
-from agent_helpers import wait_until
 
 KEY, READ = "push-key", "read-key"
 
@@ -48,17 +50,17 @@ class Api:
         r = await self.get("/api/v1/views/v1/metadata", path=path, allow_partial="true")
         return r.json()["entry"] if r.status_code == 200 else None
 
-    async def wait_node(self, path: str, timeout: float = 10.0,
+    async def wait_node(self, path: str, within: float = 10.0,
                         present: bool = True) -> dict[str, Any] | None:
-        with trio.fail_after(timeout):
+        with trio.fail_after(within):
             while True:
                 n = await self.node(path)
                 if (n is not None) == present:
                     return n
                 await trio.sleep(0.05)
 
-    async def ready(self, timeout: float = 10.0) -> dict[str, Any]:
-        with trio.fail_after(timeout):
+    async def ready(self, within: float = 10.0) -> dict[str, Any]:
+        with trio.fail_after(within):
             while True:
                 r = await self.get("/api/v1/views/v1/tree", path="/")
                 if r.status_code == 200:
@@ -193,7 +195,7 @@ async def test_reconnects_after_fusion_restart(tmp_path: Path, nursery: trio.Nur
     assert agent.status()["pipes"]["p"]["buffered"] >= 1
     fusion2, _ = await start_fusion(nursery, fusion_config(port=port))
     api2 = Api(fusion2.api_url)
-    await api2.ready(timeout=20)
-    await api2.wait_node("/while-down", timeout=20)
+    await api2.ready(within=20)
+    await api2.wait_node("/while-down", within=20)
     assert agent.status()["pipes"]["p"]["role"] == "leader"
     await api2.http.aclose()

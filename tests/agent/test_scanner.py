@@ -1,6 +1,9 @@
 """The scanner against os.walk, ordering guarantees, vanished entries, incremental and full
 audits, and the end signal on failure."""
 
+# The filesystem is what these tests exercise: blocking calls on it are intended.
+# ruff: noqa: ASYNC230, ASYNC240, ASYNC110
+
 from __future__ import annotations
 
 import os
@@ -10,12 +13,11 @@ from typing import Any
 
 import pytest
 import trio
+from agent_helpers import Recorder
 
 from fustor.agent.audit import AuditCache
 from fustor.agent.scanner import compile_excludes, run_scan, scan_to_null
 from fustor.protocol import parse_event
-
-from agent_helpers import Recorder
 
 
 def make_tree(root: Path) -> None:

@@ -1,5 +1,8 @@
 """Real inotify on tmp dirs: each event mapping of the watcher."""
 
+# The filesystem is what these tests exercise: blocking calls on it are intended.
+# ruff: noqa: ASYNC230, ASYNC240, ASYNC110
+
 from __future__ import annotations
 
 import os
@@ -8,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from agent_helpers import Recorder, wait_until
 
 from fustor.agent.inotify import IN_Q_OVERFLOW, RawEvent
 from fustor.agent.scanner import compile_excludes
 from fustor.agent.watcher import Watcher
-
-from agent_helpers import Recorder, wait_until
 
 
 async def start(nursery: trio.Nursery, root: Path, **kw: object) -> tuple[Watcher, Recorder]:
@@ -148,7 +150,7 @@ async def test_mkdir_p_then_files_none_missed(root: Path, nursery: trio.Nursery)
             (d / f"f{j}").write_bytes(b"z")
             expected.add(f"/a{i}/b/c/f{j}")
         expected |= {f"/a{i}", f"/a{i}/b", f"/a{i}/b/c"}
-    await wait_until(lambda: expected <= rec.paths(), what="all created entries")
+    await wait_until(lambda: expected <= rec.paths())
     assert w.stats().watched == 16
 
 
