@@ -230,10 +230,10 @@ class _Cli:
             config = self.load(source)
         if run.get("api_url"):
             info.update(self.query_management(str(run["api_url"]), config))
-        if "views" not in info and config is not None:
-            info["config"] = self.summary(config)
         if run.get("status"):
             info["status"] = run["status"]
+        elif "views" not in info and config is not None:
+            info["config"] = self.summary(config)
         if self.args.json:
             print(json.dumps(info, indent=2, default=str))
         else:

@@ -269,3 +269,38 @@ def test_status_uses_the_management_key(env: Env) -> None:
     assert "views_error" not in st.stdout and "unified-view" in st.stdout
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+# ---------------------------------------------------------------------------- agent
+def test_agent_detached_with_fusion(env: Env, tmp_path: Path) -> None:
+    env.write_fusion()
+    fusion = env.spawn("start")
+    read_line(fusion, "started")
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_text("x")
+    agent_dir = env.home / "agent-config"
+    agent_dir.mkdir()
+    (agent_dir / "default.yaml").write_text(f"""
+agent_id: test-agent
+sources: {{s: {{uri: "{src}"}}}}
+senders: {{f: {{uri: "http://127.0.0.1:{env.recv_port}", credential: {{key: agent-1-push-key}}}}}}
+pipes: {{job: {{source: s, sender: f}}}}
+""")
+    r = env.run("start", "-D", role="agent")
+    assert r.returncode == 0, r.stderr
+    assert "fustor-agent started" in r.stdout
+    pid = daemon.read_pid(env.pid_file("agent"))
+    assert pid is not None
+    st = env.run("status", role="agent")
+    assert st.returncode == 0 and f"running (pid {pid}," in st.stdout
+    # Fusion's status sees the agent's session on pipe-1.
+    wait_until(lambda: "leader test-agent" in env.run("status").stdout)
+    again = env.run("start", role="agent")
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert env.run("reload", role="agent").returncode == 0
+    assert env.run("stop", role="agent").returncode == 0
+    assert not daemon.pid_alive(pid) and not env.pid_file("agent").exists()
+    assert "stopped" in (env.home / "logs" / "agent.log").read_text()
+    fusion.send_signal(signal.SIGTERM)
+    assert fusion.wait(10) == 0
