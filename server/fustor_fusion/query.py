@@ -114,9 +114,9 @@ def child_names(dirs: list[tuple[PipeTree, Dir]], after: str | None) -> Iterator
     for _, d in dirs:
         names = d.sorted_names()
         start = 0 if after is None else bisect_right(names, after)
-        lists.append(names[start:] if len(dirs) == 1 else _tail(names, start))
+        lists.append(_tail(names, start))      # no slice: a page must not copy the rest
     if len(lists) == 1:
-        return iter(lists[0])
+        return lists[0]
     return _dedupe(heapq.merge(*lists))
 
 

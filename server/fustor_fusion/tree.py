@@ -8,6 +8,7 @@ only directories (`Dir`) and symlinks (`Link`) are objects. Records are not trac
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -27,45 +28,63 @@ PLACEHOLDER_REC: Final = _pack(0, 0.0, 0.0, 0o755, 0, 0, 0.0, F_PLACEHOLDER)
 class Dir:
     """A directory: its record and children (name → bytes | Link | Dir).
 
-    `names` caches the sorted child names for paging; `pending` collects names added since it
-    was built and `stale` says some were removed, so a refresh is a linear merge, not a resort.
+    `names` caches the sorted child names for paging; `pending` and `gone` collect the names
+    added and removed since, so a refresh after a few changes costs a few bisects, and after
+    many a linear filter plus a sort of one sorted run and a short tail - never a full resort.
     """
 
-    __slots__ = ("rec", "children", "names", "pending", "stale")
+    __slots__ = ("rec", "children", "names", "pending", "gone")
 
     def __init__(self, rec: bytes) -> None:
         self.rec = rec
         self.children: dict[str, Node] = {}
         self.names: list[str] | None = None
         self.pending: list[str] | None = None
-        self.stale = False
+        self.gone: list[str] | None = None
 
     def added(self, name: str) -> None:
         if self.names is not None:
             if self.pending is None:
                 self.pending = []
             self.pending.append(name)
-            if len(self.pending) > 1024 and len(self.pending) * 4 > len(self.names):
-                self.names = self.pending = None     # cheaper to sort from scratch
+            self._bound(self.pending)
 
-    def removed(self) -> None:
+    def removed(self, name: str) -> None:
         if self.names is not None:
-            self.stale = True
+            if self.gone is None:
+                self.gone = []
+            self.gone.append(name)
+            self._bound(self.gone)
+
+    def _bound(self, log: list[str]) -> None:
+        if len(log) > 1024 and len(log) * 4 > len(self.names or ()):
+            self.names = self.pending = self.gone = None     # cheaper to sort from scratch
 
     def sorted_names(self) -> list[str]:
         names = self.names
+        pending, gone, ch = self.pending, self.gone, self.children
         if names is None:
-            names = sorted(self.children)
-        elif self.stale or self.pending:
-            if self.stale:
-                ch = self.children
+            names = sorted(ch)
+        elif len(pending or ()) + len(gone or ()) <= 256:
+            for n in gone or ():
+                i = bisect_left(names, n)
+                if i < len(names) and names[i] == n and n not in ch:
+                    del names[i]
+            for n in pending or ():
+                if n in ch:
+                    i = bisect_left(names, n)
+                    if i == len(names) or names[i] != n:
+                        names.insert(i, n)
+        else:
+            if gone:
                 names = [n for n in names if n in ch]
-            if self.pending:
-                names.extend(n for n in self.pending if n in self.children)
-                names.sort()         # timsort: one sorted run plus a short tail
-                # a name removed and re-added may now appear twice
-                names = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
-        self.names, self.pending, self.stale = names, None, False
+            # without removals a pending name is new; with them it may have come back
+            extra = {n for n in pending or () if n in ch}
+            if gone:
+                extra.difference_update(names)
+            names.extend(extra)
+            names.sort()             # timsort: one sorted run plus a short tail
+        self.names, self.pending, self.gone = names, None, None
         return names
 
 
@@ -229,7 +248,7 @@ class Tree:
 
     def _drop(self, parent: Dir, path: str, name: str, node: Node) -> None:
         del parent.children[name]
-        parent.removed()
+        parent.removed(name)
         self._count(path, node, -1)
         if type(node) is Dir:
             self._cache_path, self._cache_dir = "", None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from fusion_rows import T0, attrs
 
 from fustor_fusion.tree import (
@@ -91,19 +92,20 @@ def test_observer_sees_every_path_of_a_subtree() -> None:
                               ("/d/s", True, False), ("/d/s/b", True, False)]
 
 
-def test_sorted_names_cache_stays_exact_under_random_changes() -> None:
-    rng = random.Random(7)
+@pytest.mark.parametrize("every", [1, 7, 400])
+def test_sorted_names_cache_stays_exact_under_random_changes(every: int) -> None:
+    rng = random.Random(every)
     d = Dir(REC.pack(0, 0, 0, 0, 0, 0, 0, 0))
     for step in range(3000):
-        name = f"n{rng.randint(0, 400)}"
+        name = f"n{rng.randint(0, 700)}"
         if rng.random() < 0.6:
             if name not in d.children:
                 d.children[name] = b""
                 d.added(name)
         elif name in d.children:
             del d.children[name]
-            d.removed()
-        if step % 7 == 0:
+            d.removed(name)
+        if step % every == 0:
             assert d.sorted_names() == sorted(d.children), step
     assert d.sorted_names() == sorted(d.children)
 
