@@ -119,6 +119,7 @@ def create_app(state: FusionState) -> QuartTrio:
             info["duplicate_batches"] = rt.duplicates
             info["ingest_lag_sec"] = round(rt.ingest_lag_sec, 4)
             info["last_batch_at"] = rt.last_batch_at
+            info["last_seen"] = rt.last_seen
             pipes[pid] = info
         body["pipes"] = pipes
         body.setdefault("logical_clock", meta["logical_clock"])
@@ -190,6 +191,7 @@ def create_app(state: FusionState) -> QuartTrio:
                 "sessions": len(state.sessions.sessions_of(pid)),
                 "events_applied": rt.events_applied, "batches": rt.batches,
                 "duplicate_batches": rt.duplicates, "last_batch_at": rt.last_batch_at,
+                "last_seen": rt.last_seen,
                 "ingest_lag_sec": round(rt.ingest_lag_sec, 4),
                 "session_timeout_seconds": state.config.pipe_timeout(pid),
             })

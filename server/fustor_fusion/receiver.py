@@ -20,7 +20,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from fustor.config import ReceiverConfig
-from fustor.errors import ProtocolError, ScopeError
+from fustor.errors import ProtocolError, ScopeError, SessionExpiredError
 from fustor.protocol import (
     KEY_HEADER,
     LEADER_ONLY_KINDS,
@@ -67,6 +67,10 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
         batch = await trio.to_thread.run_sync(decode_batch, body, max_events)
     else:
         batch = decode_batch(body, max_events)
+    if s.closed:
+        # It ended while the body was decoded (DELETE, expiry): apply nothing, agent resends.
+        raise SessionExpiredError(f"session {s.id} ended ({s.close_reason}); create a new session",
+                                  session_id=s.id)
     events = batch.events
     marks: list[ScanStart | ScanEnd] = []
     leader = s.role == "leader"
@@ -167,8 +171,9 @@ def create_receiver_app(state: FusionState, receiver_id: str,
         return state.config.receivers.get(receiver_id, rc)
 
     def pipe_of_key() -> PipeRuntime:
-        pipe_id = state.receiver_pipe(receiver_id, _key())
-        return state.pipes[pipe_id]
+        pipe = state.pipes[state.receiver_pipe(receiver_id, _key())]
+        pipe.last_seen = time.time()
+        return pipe
 
     @app.get("/api/v1/health")
     async def health() -> Response:

@@ -35,6 +35,7 @@ class PipeRuntime:
     batches: int = 0
     duplicates: int = 0
     last_batch_at: float | None = None   # wall clock of the last applied batch
+    last_seen: float | None = None       # wall clock of the last request of any of its agents
     ingest_lag_sec: float = 0.0          # last batch: received → applied
 
     @property
