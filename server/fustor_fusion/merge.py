@@ -16,6 +16,9 @@ Choices the design leaves open:
   missing item of a listed directory (blind-spot deletion), with the same exceptions.
 * Each blind-spot list keeps the newest `BLIND_SPOT_CAP` marks per pipe (writes from other NFS
   clients would otherwise grow it without bound); `blind_spots_dropped` counts the evicted.
+* A scan that will never end (superseded by a new snapshot/audit/sentinel start, idle for
+  `SCAN_IDLE_SEC`, or `abort_scans`) is abandoned: no missing-item removal, reported to the
+  view's hook as a failed ScanEnd.
 * Tombstones past the TTL are purged at audit end (rule 8) and also by `expire()` when no scan
   that started before them is still running, which bounds their number between long audits.
 """
@@ -62,6 +65,8 @@ from fustor_fusion.tree import (
 log = logging.getLogger(__name__)
 
 AUDIT_KINDS = ("audit", "full_audit", "find")     # compensating scans: blind-spot marks
+SERIAL_KINDS = ("snapshot", "audit", "full_audit")  # one at a time per leader
+SCAN_IDLE_SEC = 3600.0
 RECENT_SEC = 86400.0
 RECENT_CAP = 8192
 BLIND_SPOT_CAP = 100_000   # per list and pipe; writes from other NFS clients would grow it forever
@@ -71,11 +76,13 @@ _pack = REC.pack
 
 
 class ScanState:
-    __slots__ = ("start", "started", "entries", "seen", "removed", "added", "dirs_done")
+    __slots__ = ("start", "started", "last", "entries", "seen", "removed", "added",
+                 "dirs_done")
 
     def __init__(self, start: ScanStart, started: float) -> None:
         self.start = start
         self.started = started                 # Fusion time of scan_start
+        self.last = started                    # Fusion time of its latest row
         self.entries = 0                       # rows received
         self.seen: dict[str, set[str]] = {}    # dir path → child names seen, until its DirDone
         self.removed = 0
@@ -221,10 +228,40 @@ class PipeTree(Tree):
 
     # ------------------------------------------------------------------ rules 4–6: scans
     def _scan_start(self, ev: ScanStart, now: float) -> None:
-        if ev.scan in self.scans:
-            log.warning("pipe %s: scan %s started again; the first run is dropped",
-                        self.pipe_id, ev.scan)
+        # A leader runs its snapshot and audits one at a time, and one sentinel at a time: a
+        # running one of those kinds belongs to a previous leader (or a crashed agent).
+        serial = SERIAL_KINDS if ev.kind in SERIAL_KINDS else (ev.kind,)
+        for sid, sc in list(self.scans.items()):
+            if sid == ev.scan or (ev.kind != "find" and sc.start.kind in serial):
+                self._abandon(sid, f"superseded by {ev.kind} scan {ev.scan}", now)
         self.scans[ev.scan] = ScanState(ev, now)
+
+    def _abandon(self, scan_id: str, why: str, now: float) -> None:
+        """End a scan that will never send scan_end: no missing-item removal; the view's
+        hook still hears of it (as failed) so jobs waiting on it can finish."""
+        sc = self.scans.pop(scan_id)
+        log.warning("pipe %s: %s scan %s abandoned: %s", self.pipe_id, sc.start.kind,
+                    scan_id, why)
+        end = ScanEnd(scan=scan_id, ok=False, entries=sc.entries, errors=0, error=why)
+        info = sc.info()
+        info.update(finished=now, duration_sec=max(0.0, now - sc.started), ok=False,
+                    errors=0, error=why, reported_entries=None)
+        self.finished[sc.start.kind] = info
+        self.ended.append((end, sc.start))
+
+    def abort_scans(self, why: str = "the leader went away") -> int:
+        """Abandon every running scan (e.g. its leader's session ended)."""
+        ids = list(self.scans)
+        for sid in ids:
+            self._abandon(sid, why, self._wall())
+        return len(ids)
+
+    def expire_scans(self, now: float, idle_sec: float = SCAN_IDLE_SEC) -> int:
+        """Abandon scans that sent nothing for `idle_sec` (their agent is gone)."""
+        ids = [sid for sid, sc in self.scans.items() if now - sc.last > idle_sec]
+        for sid in ids:
+            self._abandon(sid, f"no row for {idle_sec:.0f} s", now)
+        return len(ids)
 
     def _scan_upsert(self, ev: Upsert, now: float, wm: float) -> None:
         sc = self.scans.get(ev.scan)  # type: ignore[arg-type]
@@ -242,6 +279,7 @@ class PipeTree(Tree):
             self.orphan_rows += 1
         else:
             sc.entries += 1
+            sc.last = now
             kind = sc.start.kind
             seen = sc.seen.get(head)
             if seen is None:
@@ -322,6 +360,7 @@ class PipeTree(Tree):
         sc = self.scans.get(ev.scan)
         if sc is None:
             return
+        sc.last = now
         seen = sc.seen.pop(ev.path, None)
         if ev.skipped or sc.start.kind == "sentinel":
             return
@@ -341,6 +380,7 @@ class PipeTree(Tree):
         if sc is None:
             return
         sc.entries += 1
+        sc.last = now
         if self.get(ev.path) is None:
             self._clear_suspect(ev.path)
             return
@@ -478,8 +518,3 @@ class PipeTree(Tree):
     def oldest_scan_start(self) -> float | None:
         return min((s.started for s in self.scans.values()), default=None)
 
-    def abort_scans(self) -> int:
-        """Forget running scans without missing-item removal (their leader is gone)."""
-        n = len(self.scans)
-        self.scans.clear()
-        return n

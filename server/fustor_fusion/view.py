@@ -162,16 +162,19 @@ class View:
         t = self.tree_of(pipe_id)
         n = t.apply(events)
         if t.ended:
-            ended, t.ended = t.ended, []
-            hook = self.on_scan_end
-            for end, start in ended:
-                if hook is not None:
-                    try:
-                        hook(pipe_id, end, start)
-                    except Exception:
-                        log.exception("view %s: on_scan_end hook failed for scan %s",
-                                      self.id, end.scan)
+            self._drain(t)
         return n
+
+    def _drain(self, t: PipeTree) -> None:
+        ended, t.ended = t.ended, []
+        hook = self.on_scan_end
+        for end, start in ended:
+            if hook is not None:
+                try:
+                    hook(t.pipe_id, end, start)
+                except Exception:
+                    log.exception("view %s: on_scan_end hook failed for scan %s",
+                                  self.id, end.scan)
 
     def scan_progress(self, pipe_id: str) -> dict[str, Any]:
         t = self.tree_of(pipe_id)
@@ -189,16 +192,23 @@ class View:
         return self.tree_of(pipe_id).scan_running("snapshot")
 
     def abort_scans(self, pipe_id: str) -> int:
-        """Forget the running scans of a pipe whose leader went away (no missing-item removal)."""
-        return self.tree_of(pipe_id).abort_scans()
+        """Abandon the running scans of a pipe whose leader went away (no missing-item
+        removal; `on_scan_end` hears of each as a failed ScanEnd)."""
+        t = self.tree_of(pipe_id)
+        n = t.abort_scans()
+        self._drain(t)
+        return n
 
     def expire(self) -> None:
-        """Janitor: suspect expiry/renewal (rule 7) and tombstones past their TTL that no
-        running scan can still need."""
+        """Janitor: suspect expiry/renewal (rule 7), scans idle for an hour, and tombstones
+        past their TTL that no running scan can still need."""
         now = self._wall()
         for t in self._trees.values():
             t.expire_suspects()
+            t.expire_scans(now)
             t.purge_tombstones(now, before=t.oldest_scan_start())
+            if t.ended:
+                self._drain(t)
 
     # ------------------------------------------------------------------ queries
     def _holders(self, path: str) -> query.Holders:

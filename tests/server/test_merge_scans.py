@@ -34,7 +34,7 @@ def test_scan_update_never_touches_confirmed_at() -> None:
     v, clk = make_view()
     v.apply("p1", [dir_("/d"), file("/d/f", mtime=T0)])
     clk.advance(10)
-    v.apply("p1", [start("a2", "audit")])
+    v.apply("p1", [start("a2", "find")])
     clk.advance(10)
     # a1's newer row updates the attributes, but is no realtime fact newer than a2's start
     v.apply("p1", [start("a1", "audit"), file("/d/f", mtime=T0 + 1, size=9, scan="a1")])
@@ -348,3 +348,38 @@ def test_blind_spot_lists_are_bounded_keeping_the_newest(monkeypatch) -> None:  
     v.apply("p1", scan("a", "audit", [file(f"/f{i}") for i in range(5)]))
     assert [x["path"] for x in v.blind_spots()["additions"]] == ["/f2", "/f3", "/f4"]
     assert v.stats()["pipes"]["p1"]["blind_spots_dropped"] == 2
+
+
+def test_new_leader_scan_abandons_the_previous_ones() -> None:
+    v, clk = make_view()
+    ends: list[tuple[str, bool, str | None]] = []
+    v.on_scan_end = lambda pid, e, s: ends.append((s.scan, e.ok, e.error))
+    v.apply("p1", scan("s0", "snapshot", [dir_("/d"), file("/d/x")]))
+    ends.clear()
+    v.apply("p1", [start("old", "audit"), file("/d/x", scan="old"),
+                   start("se1", "sentinel"), start("f1", "find", "/d", job_id="j")])
+    clk.advance(5)
+    v.apply("p1", [start("snap2", "snapshot")])
+    assert [e[0] for e in ends] == ["old"] and ends[0][1] is False
+    assert "superseded" in (ends[0][2] or "")
+    # the abandoned audit removes nothing, even when its DirDone arrives late
+    v.apply("p1", [done("old", "/d"), done("old", "/")])
+    assert v.node("/d/x") is not None
+    assert sorted(v.tree_of("p1").scans) == ["f1", "se1", "snap2"]
+    v.apply("p1", [start("se2", "sentinel")])
+    assert ends[-1][0] == "se1"
+
+
+def test_idle_and_aborted_scans_end_as_failed() -> None:
+    v, clk = make_view()
+    ends: list[tuple[str, str | None]] = []
+    v.on_scan_end = lambda pid, e, s: ends.append((s.scan, s.job_id))
+    v.apply("p1", [start("f1", "find", "/", job_id="j-1"), start("s1", "snapshot")])
+    clk.advance(1800)
+    v.apply("p1", [file("/a", scan="s1")])
+    clk.advance(1801)
+    v.expire()
+    assert ends == [("f1", "j-1")]
+    assert v.scan_progress("p1")["finished"]["find"]["ok"] is False
+    assert v.abort_scans("p1") == 1 and ends[-1] == ("s1", None)
+    assert not v.snapshot_done("p1") and v.scan_progress("p1")["running"] == []
