@@ -72,9 +72,11 @@ async def start_fusion(nursery: trio.Nursery, config: FusionConfig, **kw: Any) -
     return handle
 
 
-async def wait_until(pred: Any, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not pred():
+async def wait_until(pred: Any) -> None:
+    """Poll a condition on state we do not own (no event to wait on); the caller's
+    test timeout and the 10 s deadline bound it."""
+    with trio.fail_after(10):
+        while not pred():  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 

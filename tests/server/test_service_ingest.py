@@ -1,0 +1,104 @@
+"""`ingest` on its own: big batches are applied in chunks that let other tasks run in between,
+a cancelled request still applies its whole batch, and a session that ended meanwhile gets 410."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+from fusion_rows import synthetic_snapshot
+from service_support import make_config
+
+from fustor.errors import SessionExpiredError
+from fustor.protocol import Event, encode
+from fustor_fusion import receiver
+from fustor_fusion.state import FusionState
+from fustor_fusion.view import View
+
+
+def body(n: int, seq: int = 1) -> bytes:
+    rows = [encode(e) for e in synthetic_snapshot(n, fanout=500)]
+    return json.dumps({"seq": seq, "events": rows}).encode()
+
+
+@pytest.fixture
+def traced(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    log: list[Any] = []
+    orig = View.apply
+
+    def apply(self: View, pipe_id: str, events: Sequence[Event]) -> int:
+        log.append(("apply", len(events)))
+        return orig(self, pipe_id, events)
+    monkeypatch.setattr(View, "apply", apply)
+    return log
+
+
+async def test_big_batches_are_applied_in_chunks_with_other_tasks_running_between(
+        traced: list[Any]) -> None:
+    state = FusionState(make_config())
+    s = state.sessions.create("pipe-1", agent_id="a")
+    data = body(5000)
+    assert len(data) > receiver.THREAD_PARSE_BYTES      # the threaded decode path too
+
+    async def other() -> None:
+        while True:
+            traced.append("other")
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        result = await receiver.ingest(state, state.pipes["pipe-1"], s, data, 20000)
+        nursery.cancel_scope.cancel()
+    n = result["applied"]
+    assert n > 5000 and result["duplicate"] is False
+    applies = [e for e in traced if e != "other"]
+    assert [k for _, k in applies] == [receiver.CHUNK_ROWS] * (n // receiver.CHUNK_ROWS) + (
+        [n % receiver.CHUNK_ROWS] if n % receiver.CHUNK_ROWS else [])
+    # trio runs every runnable task once per scheduling batch, in random order: if ingest
+    # yields after each chunk, the other task runs between any chunk and the one after next.
+    at = [i for i, e in enumerate(traced) if e != "other"]
+    assert len(at) >= 3
+    for i in range(len(at) - 2):
+        assert "other" in traced[at[i]:at[i + 2]], traced
+    assert state.views["v1"].tree_of("pipe-1").entries == 5000
+    assert state.pipes["pipe-1"].events_applied == n
+
+
+async def test_a_cancelled_request_still_applies_its_whole_batch(traced: list[Any]) -> None:
+    state = FusionState(make_config())
+    s = state.sessions.create("pipe-1", agent_id="a")
+    data = body(3000)
+    with trio.CancelScope() as scope:
+        orig = View.apply
+
+        def apply_then_cancel(self: View, pipe_id: str, events: Sequence[Event]) -> int:
+            scope.cancel()        # the client hangs up during the first chunk
+            return orig(self, pipe_id, events)
+        View.apply = apply_then_cancel  # type: ignore[method-assign]
+        try:
+            await receiver.ingest(state, state.pipes["pipe-1"], s, data, 20000)
+        finally:
+            View.apply = orig  # type: ignore[method-assign]
+    assert scope.cancel_called     # (without the shield the next checkpoint would stop it)
+    assert state.views["v1"].tree_of("pipe-1").entries == 3000
+    assert state.views["v1"].snapshot_done("pipe-1")
+
+
+async def test_a_session_that_ended_during_decoding_gets_410_and_nothing_applied(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    state = FusionState(make_config())
+    s = state.sessions.create("pipe-1", agent_id="a")
+    orig = receiver.decode_batch
+
+    def decode_and_end(raw: bytes, max_events: int) -> Any:
+        out = orig(raw, max_events)
+        state.sessions.end(s.id, "expired meanwhile")
+        return out
+    monkeypatch.setattr(receiver, "decode_batch", decode_and_end)
+    with pytest.raises(SessionExpiredError):
+        await receiver.ingest(state, state.pipes["pipe-1"], s, body(100), 20000)
+    assert state.views["v1"].tree_of("pipe-1").entries == 0
