@@ -291,8 +291,10 @@ class Api:
     def sessions(self) -> list[dict[str, Any]]:
         return self.json("sessions", allow_partial=True)["sessions"]  # type: ignore[no-any-return]
 
-    def mgmt(self, endpoint: str) -> dict[str, Any]:
-        r = self.http.get(f"/api/v1/management/{endpoint}")
+    def mgmt(self, endpoint: str, key: str | None = None) -> dict[str, Any]:
+        # Loopback clients need no key when none is configured; a view key is refused (403).
+        headers = {"X-API-Key": key} if key else {}
+        r = httpx.get(f"{self.base}/api/v1/management/{endpoint}", headers=headers, timeout=30.0)
         if r.status_code != 200:
             raise ApiError(r)
         return r.json()  # type: ignore[no-any-return]

@@ -36,6 +36,9 @@ class OpMix:
     seed: int
     sources: list[Source]
     blind_ratio: float = 0.35
+    # A blind `touch -d` into the past only converges when a full audit applies older mtimes
+    # (issue 7); False sends backdating through the watched path instead.
+    blind_backdate: bool = True
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -80,6 +83,9 @@ class OpMix:
                "touch_future": 1, "cp_p": 2, "delete": 2, "rename_file": 2, "rename_dir": 1,
                "rmtree": 0.3, "dir_to_file": 0.3, "symlink": 1}
         op = self.rng.choices(list(ops), weights=list(ops.values()))[0]
+        if op == "touch_past" and how == "blind" and not self.blind_backdate:
+            root, how = src.watched, "seen"
+            broot = os.fsencode(root)
         P = lambda rel: os.path.join(broot, rel)  # noqa: E731
         d = self.rng.choice(dirs)
         try:

@@ -112,14 +112,21 @@ def test_full_audit_refreshes_in_place_blind_changes(group: ProcGroup) -> None:
     subprocess.run(["touch", "-d", "2001-02-03 04:05:06.789", str(aged)], check=True)
     want = {p: os.stat(p) for p in (grown, shrunk, aged)}
 
+    stale: list[str] = []
+
     def refreshed() -> bool:
+        stale.clear()
         for p, s in want.items():
             e = _meta(st, "/" + str(p.relative_to(real)))
             if e is None or e["size"] != s.st_size or abs(e["mtime"] - s.st_mtime) > 1e-6:
-                return False
-        return True
+                got = None if e is None else (e["size"], e["mtime"])
+                stale.append(f"{p.name}: api {got} != source {(s.st_size, s.st_mtime)}")
+        return not stale
 
-    wait_until(refreshed, 30, "a full audit to show blind append/truncate/touch -d")
+    try:
+        wait_until(refreshed, 30, "a full audit to show blind append/truncate/touch -d")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n" + "\n".join(stale)) from None
     # The cost of the last full audit is reported.
     pipe = st.api.stats()["pipes"]["pipe-2"]
     full = _find_full_audit(pipe)

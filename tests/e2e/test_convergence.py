@@ -16,9 +16,14 @@ def test_initial_snapshot_matches_sources(group: ProcGroup, seed: int) -> None:
     wait_converged(st, 30, what="after the initial snapshot")
 
 
-def test_random_operations_converge(group: ProcGroup, seed: int) -> None:
+@pytest.mark.parametrize("blind_backdate", [
+    pytest.param(False, id="no-blind-backdating"),
+    pytest.param(True, id="full-mix"),
+])
+def test_random_operations_converge(group: ProcGroup, seed: int, blind_backdate: bool) -> None:
     st = standard(group, seed=seed)
     assert st.mix is not None
+    st.mix.blind_backdate = blind_backdate
     wait_converged(st, 30, what="after the initial snapshot")
     st.mix.run(150)
     wait_converged(st, 45, what="after 150 operations in a burst")
