@@ -82,6 +82,11 @@ def new_scan_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
+def never(name: str, path: str) -> bool:
+    """The exclude predicate when nothing is excluded (the scanner skips calling it)."""
+    return False
+
+
 def compile_excludes(patterns: Iterable[str]) -> Callable[[str, str], bool]:
     """A predicate (name, view path) → excluded. A pattern without '/' matches names, one with
     '/' matches the view path (a leading '/' is optional)."""
@@ -90,7 +95,7 @@ def compile_excludes(patterns: Iterable[str]) -> Callable[[str, str], bool]:
     name_re = re.compile("|".join(names)).match if names else None
     path_re = re.compile("|".join(full)).match if full else None
     if name_re is None and path_re is None:
-        return lambda name, path: False
+        return never
 
     def excluded(name: str, path: str) -> bool:
         return bool((name_re and name_re(name)) or (path_re and path_re(path)))
@@ -279,7 +284,7 @@ class Lister:
         fmt = _UPSERT_FMT
         prefix = "/" if path == "/" else path + "/"
         lprefix = local + "/"
-        exclude = self._exclude
+        exclude = None if self._exclude is never else self._exclude
         subdirs: list[DirTask] = []
         names: list[str] = []
         entries = errors = vanished = 0
@@ -292,7 +297,7 @@ class Lister:
                 for e in it:
                     name = e.name
                     p = prefix + name
-                    if exclude(name, p):
+                    if exclude is not None and exclude(name, p):
                         continue
                     try:
                         st = e.stat(follow_symlinks=False)

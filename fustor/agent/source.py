@@ -139,18 +139,24 @@ class SourceHub:
         await self._ready.wait()
 
     def check(self) -> str | None:
-        """The current root fault (also recorded in `fault`), None when healthy."""
-        problem = root_fault(self.root, self._dev, self._was_mount)
-        if problem is None and self.watcher is not None and self.watcher.faults:
-            problem = sorted(self.watcher.faults)[0]
-        self.fault = problem
-        return problem
+        """The root's fault as last probed (at most ROOT_CHECK_SEC old), None when healthy.
+        No system call here: a hung NFS server must not block the event loop."""
+        if self.fault is None and self.watcher is not None and self.watcher.faults:
+            return sorted(self.watcher.faults)[0]
+        return self.fault
+
+    async def _probe(self, dev: int | None, was_mount: bool) -> str | None:
+        # In a thread, abandoned on cancellation: stat() of a dead NFS mount may never return.
+        return await trio.to_thread.run_sync(root_fault, self.root, dev, was_mount,
+                                             abandon_on_cancel=True)
 
     async def _wait_fault(self) -> None:
         """Return once the root stops being healthy (polled: inotify says nothing about
         unmounts of NFS servers that vanish)."""
         while True:
+            self.fault = await self._probe(self._dev, self._was_mount)
             if self.check() is not None:
+                self.fault = self.check()
                 return
             await trio.sleep(ROOT_CHECK_SEC)
 
@@ -169,9 +175,14 @@ class SourceHub:
         started = False
         reported: str | None = None
         while True:
-            problem = root_fault(self.root, None, False)
+            problem = await self._probe(None, False)
             if problem is None:
-                self._dev, self._was_mount = _root_identity(self.root)
+                try:
+                    self._dev, self._was_mount = await trio.to_thread.run_sync(
+                        _root_identity, self.root, abandon_on_cancel=True)
+                except OSError:
+                    problem = "root_missing"
+            if problem is None:
                 self.fault = None
                 watcher = Watcher(self.root, self._emit, self._rescan, exclude=self.exclude,
                                   coalesce_sec=self.config.driver_params.coalesce_sec,
