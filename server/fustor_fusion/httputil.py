@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -27,8 +28,28 @@ def json_response(body: Any, status: int = 200) -> Response:
                     content_type="application/json")
 
 
+def _unquote(b: bytes) -> str:
+    return unquote_to_bytes(b.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
+
+
+def _arg(name: str) -> str | None:
+    """A query parameter, its percent-encoded bytes decoded as UTF-8 with surrogateescape:
+    a name that is not UTF-8 (sent as its raw bytes, like os.fsencode gives them) arrives as
+    the same lone-surrogate string the tree holds (werkzeug's args would replace them)."""
+    args: dict[str, str] | None = g.get("fustor_args")
+    if args is None:
+        args = {}
+        for part in request.query_string.split(b"&"):
+            if not part:
+                continue
+            k, _, v = part.partition(b"=")
+            args.setdefault(_unquote(k), _unquote(v))
+        g.fustor_args = args
+    return args.get(name)
+
+
 def arg_bool(name: str, default: bool) -> bool:
-    v = request.args.get(name)
+    v = _arg(name)
     if v is None or v == "":
         return default
     low = v.lower()
@@ -40,7 +61,7 @@ def arg_bool(name: str, default: bool) -> bool:
 
 
 def arg_int(name: str, default: int | None, *, lo: int = 0, hi: int | None = None) -> int | None:
-    v = request.args.get(name)
+    v = _arg(name)
     if v is None or v == "":
         return default
     try:
@@ -54,7 +75,7 @@ def arg_int(name: str, default: int | None, *, lo: int = 0, hi: int | None = Non
 
 
 def arg_float(name: str, default: float, *, lo: float = 0.0, hi: float | None = None) -> float:
-    v = request.args.get(name)
+    v = _arg(name)
     if v is None or v == "":
         return default
     try:
@@ -68,7 +89,7 @@ def arg_float(name: str, default: float, *, lo: float = 0.0, hi: float | None = 
 
 
 def arg_str(name: str, default: str | None = None) -> str | None:
-    v = request.args.get(name)
+    v = _arg(name)
     if v is None:
         return default
     if "\x00" in v:
@@ -78,7 +99,7 @@ def arg_str(name: str, default: str | None = None) -> str | None:
 
 def arg_path(name: str = "path", default: str = "/") -> str:
     """A view path from user input: lenient about '//' and a trailing '/', refuses '..' and NUL."""
-    v = request.args.get(name)
+    v = _arg(name)
     if v is None or v == "":
         return default
     try:

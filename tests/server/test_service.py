@@ -3,8 +3,11 @@ to end, realtime find through an open long-poll, leader timeout, reload and shut
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -235,4 +238,33 @@ async def test_a_busy_port_is_a_config_error() -> None:
         port = int(h.api_url.rsplit(":", 1)[1])
         with pytest.raises(ConfigError, match="cannot listen"):
             await serve_fusion(make_config(port=port))      # fails before serving anything
+        h.stop()
+
+
+async def test_names_that_are_not_utf8_survive_the_round_trip(http: httpx.AsyncClient) -> None:
+    raw = b"/data/caf\xe9 \xff.dat"                 # Latin-1 bytes: not valid UTF-8
+    name = os.fsdecode(raw)
+    utf8 = "/data/café ü.dat"
+    async with trio.open_nursery() as nursery:
+        h = await start_fusion(nursery, make_config())
+        for key, agent in ((PUSH1, "a"), (PUSH2, "c")):
+            ag = Agent(http, h.receiver_urls["r1"], key, agent)
+            await ag.open()
+            await ag.send(snapshot_rows("s", files=1))
+        ag.seq += 1
+        body = json.dumps({"seq": ag.seq, "events": rows(file(name, mtime=T0 + 9, size=5),
+                                                         file(utf8, mtime=T0 + 9, size=6))})
+        r = await ag.req("POST", f"{S}/{ag.sid}/events", content=body.encode("ascii"))
+        assert r.json()["applied"] == 2
+        api = h.api_url + "/api/v1/views/v1"
+        key = {"X-API-Key": READ1}
+        r = await http.get(api + "/tree", headers=key, params={"path": "/data"})
+        names = {ch["name"] for ch in r.json()["entry"]["children"]}
+        assert os.fsdecode(b"caf\xe9 \xff.dat") in names and "café ü.dat" in names
+        assert "\\udce9" in r.text                 # carried as an escape, byte-exact
+        for p, size in ((raw, 5), (os.fsencode(utf8), 6)):
+            r = await http.get(f"{api}/metadata?path={quote(p, safe='/')}", headers=key)
+            assert r.status_code == 200, r.text
+            assert r.json()["entry"]["size"] == size
+            assert os.fsencode(r.json()["entry"]["path"]) == p
         h.stop()
