@@ -254,22 +254,35 @@ class Tree:
             self._cache_path, self._cache_dir = "", None
 
     def _count(self, path: str, node: Node, sign: int) -> None:
-        t = type(node)
-        if t is bytes:
-            self.files += sign
-            self.total_size += sign * REC.unpack_from(node)[I_SIZE]  # type: ignore[arg-type]
-        elif t is Link:
-            self.files += sign
-        else:
-            self.dirs += sign
-            for cname, child in node.children.items():  # type: ignore[union-attr]
-                self._count(child_path(path, cname) if self.observer else path, child, sign)
+        # iterative: a subtree may be deeper than Python's recursion limit
         obs = self.observer
-        if obs is not None:
-            if sign > 0:
-                obs(path, None, node)
+        files = dirs = size = 0
+        unpack_from = REC.unpack_from
+        stack: list[tuple[str, Node]] = [(path, node)]
+        while stack:
+            p, n = stack.pop()
+            t = type(n)
+            if t is bytes:
+                files += 1
+                size += unpack_from(n)[I_SIZE]  # type: ignore[arg-type]
+            elif t is Link:
+                files += 1
             else:
-                obs(path, node, None)
+                dirs += 1
+                ch = n.children  # type: ignore[union-attr]
+                if ch:
+                    if obs is None:
+                        stack.extend((p, c) for c in ch.values())
+                    else:
+                        stack.extend((child_path(p, k), c) for k, c in ch.items())
+            if obs is not None:
+                if sign > 0:
+                    obs(p, None, n)
+                else:
+                    obs(p, n, None)
+        self.files += sign * files
+        self.dirs += sign * dirs
+        self.total_size += sign * size
 
     # ------------------------------------------------------------------ walking
     def walk(self, path: str, node: Node) -> Iterator[tuple[str, Node]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from fustor.config import ViewConfig
@@ -263,19 +263,31 @@ class View:
     def _render_sub(self, parent: str, dirs: list[tuple[PipeTree, Dir]], name: str,
                     depth: int | None, only_path: bool, budget: list[int], cap: int
                     ) -> dict[str, Any]:
-        budget[0] -= 1
-        if budget[0] < 0:
-            self._too_large(cap)
-        path = child_path(parent, name)
-        hs: query.Holders = [(t, d.children[name]) for t, d in dirs if name in d.children]
-        out = query.render(path, hs, only_path=only_path)
-        sub = query.dir_copies(hs)
-        if sub and depth != 0:
-            out["children"] = [
-                self._render_sub(path, sub, n, None if depth is None else depth - 1,
-                                 only_path, budget, cap)
-                for n in query.child_names(sub, None)]
-        return out
+        """The node `parent/name` with `depth` levels of children (None: all), iteratively:
+        a tree may be deeper than Python's recursion limit."""
+        top: list[dict[str, Any]] = []
+        Frame = tuple[list[dict[str, Any]], str, list[tuple[PipeTree, Dir]], Iterator[str],
+                      int | None]
+        stack: list[Frame] = [(top, parent, dirs, iter((name,)), depth)]
+        while stack:
+            out, p, ds, names, dep = stack[-1]
+            n = next(names, None)
+            if n is None:
+                stack.pop()
+                continue
+            budget[0] -= 1
+            if budget[0] < 0:
+                self._too_large(cap)
+            cp = child_path(p, n)
+            hs: query.Holders = [(t, d.children[n]) for t, d in ds if n in d.children]
+            node = query.render(cp, hs, only_path=only_path)
+            out.append(node)
+            sub = query.dir_copies(hs)
+            if sub and dep != 0:
+                node["children"] = []
+                stack.append((node["children"], cp, sub, query.child_names(sub, None),
+                              None if dep is None else dep - 1))
+        return top[0]
 
     @staticmethod
     def _too_large(cap: int) -> None:

@@ -120,3 +120,13 @@ def test_sorted_names_cache_is_reused_until_the_directory_changes() -> None:
     d.children["c"] = b""
     d.added("c")
     assert d.sorted_names() == ["a", "b", "c"]
+
+
+def test_very_deep_subtree_is_counted_and_removed() -> None:
+    t = Tree()
+    deep = "/" + "/".join(["d"] * 3000)
+    t.ensure_dir(deep)
+    t.attach(deep + "/f", make_node(attrs(size=3), 0.0))
+    assert (t.files, t.dirs, t.total_size) == (1, 3000, 3)
+    t.remove("/d")
+    assert (t.files, t.dirs, t.total_size) == (0, 0, 0)

@@ -199,3 +199,17 @@ def test_stats_blind_spots_suspects_shapes() -> None:
         v.tree_of("nope")
     with pytest.raises(NotFoundError):
         v.apply("nope", [])
+
+
+def test_tree_of_a_very_deep_chain() -> None:
+    v, _ = make_view(max_tree_items=10_000)
+    deep = "/" + "/".join(["d"] * 2000)
+    v.apply("p1", [file(deep + "/leaf")])
+    e, _ = v.tree("/")
+    depth = 0
+    while e.get("children"):
+        (e,) = e["children"]
+        depth += 1
+    assert depth == 2001 and e["name"] == "leaf"
+    m, _ = v.search("leaf")
+    assert [x["path"] for x in m] == [deep + "/leaf"]
