@@ -17,12 +17,7 @@ from typing import Any
 from fustor.errors import ProtocolError
 from fustor_fusion.merge import PipeTree
 from fustor_fusion.tree import (
-    I_CTIME,
-    I_GID,
-    I_MODE,
     I_MTIME,
-    I_SIZE,
-    I_UID,
     REC,
     Dir,
     Link,
@@ -64,25 +59,35 @@ def dir_copies(holders: Holders) -> list[tuple[PipeTree, Dir]]:
 
 
 def render(path: str, holders: Holders, *, only_path: bool = False) -> dict[str, Any]:
-    node, conflict = chosen(holders)
+    """The API "Entry" of `path` (docs/API.md), without children."""
+    if len(holders) == 1:                      # the common case, kept cheap
+        pt, node = holders[0]
+        conflict = False
+        suspect = path in pt.suspects if pt.suspects else False
+        added = path in pt.bs_added if pt.bs_added else False
+        sources = [pt.pipe_id]
+    else:
+        node, conflict = chosen(holders)
+        suspect = any(path in pt.suspects for pt, _ in holders)
+        added = any(path in pt.bs_added for pt, _ in holders)
+        sources = [pt.pipe_id for pt, _ in holders]
     t = type(node)
     kind = "file" if t is bytes else "dir" if t is Dir else "symlink"
-    name = path.rsplit("/", 1)[1]
+    name = path[path.rfind("/") + 1:]
     if only_path:
         return {"name": name, "path": path, "type": kind}
-    r = _unpack(rec_of(node))
+    size, mtime, ctime, mode, uid, gid, _, _ = _unpack(rec_of(node))
     out: dict[str, Any] = {
-        "name": name, "path": path, "type": kind, "size": r[I_SIZE], "mtime": r[I_MTIME],
-        "ctime": r[I_CTIME], "mode": r[I_MODE], "uid": r[I_UID], "gid": r[I_GID],
-        "integrity_suspect": any(path in pt.suspects for pt, _ in holders),
-        "sources": [pt.pipe_id for pt, _ in holders],
-        "blind_spot": "added" if any(path in pt.bs_added for pt, _ in holders) else None,
-        "conflict": conflict,
+        "name": name, "path": path, "type": kind, "size": size, "mtime": mtime,
+        "ctime": ctime, "mode": mode, "uid": uid, "gid": gid,
+        "integrity_suspect": suspect, "sources": sources,
+        "blind_spot": "added" if added else None, "conflict": conflict,
     }
     if t is Link:
         out["target"] = node.target  # type: ignore[union-attr]
     elif t is Dir:
-        out["child_count"] = child_count(dir_copies(holders))
+        out["child_count"] = (len(node.children) if len(holders) == 1  # type: ignore[union-attr]
+                              else child_count(dir_copies(holders)))
     return out
 
 
