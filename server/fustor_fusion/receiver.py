@@ -90,13 +90,17 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
         return {"seq": batch.seq, "applied": 0, "duplicate": True}
     n = len(events)
     views = list(pipe.views)
-    with trio.CancelScope(shield=True):
-        for i in range(0, n, CHUNK_ROWS):
-            chunk = events[i:i + CHUNK_ROWS] if n > CHUNK_ROWS else events
-            for view in views:
-                view.apply(pipe.id, chunk)
-            if i + CHUNK_ROWS < n:
-                await trio.lowlevel.checkpoint()
+    try:
+        with trio.CancelScope(shield=True):
+            for i in range(0, n, CHUNK_ROWS):
+                chunk = events[i:i + CHUNK_ROWS] if n > CHUNK_ROWS else events
+                for view in views:
+                    view.apply(pipe.id, chunk)
+                if i + CHUNK_ROWS < n:
+                    await trio.lowlevel.checkpoint()
+    except Exception:
+        s.release_seq(batch.seq)        # a bug, not the batch's fault: let the retry apply it
+        raise
     pipe.events_applied += n
     pipe.batches += 1
     pipe.last_batch_at = time.time()

@@ -67,6 +67,15 @@ class Session:
             self._seqs.discard(self._seq_order.popleft())
         return True
 
+    def release_seq(self, seq: int) -> None:
+        """Forget `seq` again (its batch failed): a retry is then applied, not a duplicate."""
+        if seq in self._seqs:
+            self._seqs.discard(seq)
+            try:
+                self._seq_order.remove(seq)
+            except ValueError:
+                pass
+
     # ------------------------------------------------------------------ commands
     def push_command(self, command: dict[str, Any]) -> int:
         seq = self.next_command_seq

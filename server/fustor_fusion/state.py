@@ -54,9 +54,11 @@ def is_loopback(addr: str | None) -> bool:
     if not addr:
         return False
     try:
-        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+        ip = ipaddress.ip_address(addr.split("%")[0])
     except ValueError:
         return addr == "localhost"
+    mapped = getattr(ip, "ipv4_mapped", None)      # ::ffff:127.0.0.1 on a dual-stack socket
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 class FusionState:

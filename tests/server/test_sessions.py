@@ -11,6 +11,7 @@ from fustor.errors import NotFoundError, ScopeError, SessionExpiredError
 from fustor.protocol import ScanEnd
 from fustor_fusion.jobs import JobRegistry
 from fustor_fusion.sessions import RECENT_SEQS, SessionRegistry
+from fustor_fusion.state import is_loopback
 
 
 class Clock:
@@ -199,3 +200,21 @@ def test_jobs_time_out_and_are_pruned() -> None:
         jr.get(job.job_id)
     made = [jr.find_or_create("v", f"/{i}", True, [("p1", None)])[0] for i in range(5)]
     assert len(jr.jobs) == 3 and list(jr.jobs) == [j.job_id for j in made[2:]]
+
+
+def test_a_released_seq_is_new_again() -> None:
+    reg, _ = registry()
+    a = reg.create("p", agent_id="a")
+    assert a.claim_seq(7)
+    a.release_seq(7)
+    a.release_seq(8)            # unknown: nothing to do
+    assert a.claim_seq(7) and not a.claim_seq(7)
+
+
+@pytest.mark.parametrize("addr,ok", [
+    ("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("localhost", True), ("10.0.0.1", False), ("::ffff:10.0.0.1", False), ("<local>", False),
+    (None, False), ("", False),
+])
+def test_loopback_detection(addr: str | None, ok: bool) -> None:
+    assert is_loopback(addr) is ok
