@@ -199,3 +199,31 @@ async def test_reconnects_after_fusion_restart(tmp_path: Path, nursery: trio.Nur
     await api2.wait_node("/while-down", within=20)
     assert agent.status()["pipes"]["p"]["role"] == "leader"
     await api2.http.aclose()
+
+
+async def test_reload_restarts_only_changed_pipes(tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = make_src(tmp_path)
+    fusion, _ = await start_fusion(nursery, fusion_config())
+    url = fusion.receiver_urls["r1"]
+    cfg = agent_config(src, url)
+    agent, _ = await start_agent(nursery, cfg)
+    await wait_until(lambda: agent.status()["pipes"]["p"]["session_id"] is not None, 10)
+    sid = agent.status()["pipes"]["p"]["session_id"]
+    await agent.reload(agent_config(src, url))          # equal config: nothing restarts
+    assert agent.status()["pipes"]["p"]["session_id"] == sid
+    changed = parse_agent({
+        "agent_id": "agent-a",
+        "sources": {"s": {"uri": str(src), "driver_params": {"coalesce_sec": 0.5}}},
+        "senders": {"f": {"uri": url, "credential": {"key": KEY}, "timeout_sec": 5}},
+        "pipes": {"p": {"source": "s", "sender": "f"}},
+    }, {"": Path("agent.yaml")})
+    await agent.reload(changed)
+    await wait_until(lambda: agent.status()["pipes"]["p"]["session_id"] not in (None, sid), 10)
+    await agent.reload(parse_agent({"agent_id": "agent-a"}, {"": Path("agent.yaml")}))
+    assert agent.status()["pipes"] == {}
+    # The session was closed on the way out, not left to expire.
+    api = Api(fusion.api_url)
+    with trio.fail_after(5):
+        while (await api.get("/api/v1/views/v1/sessions")).json()["sessions"]:
+            await trio.sleep(0.05)
+    await api.http.aclose()

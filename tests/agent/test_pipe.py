@@ -31,6 +31,7 @@ class FakeFusion:
         self.commands: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.closed: list[str] = []
+        self.sentinel: dict[str, list[str]] | None = None
         self.intervals = {"audit_interval_sec": 1000.0, "full_audit_interval_sec": 1000.0,
                           "sentinel_interval_sec": 1000.0, **intervals}
 
@@ -73,6 +74,8 @@ class FakeFusion:
             self.rows.extend((sid, body["seq"], r) for r in body["events"])
             return httpx.Response(200, json={"seq": body["seq"], "applied": len(body["events"]),
                                              "duplicate": False})
+        if path.endswith("/sentinel") and self.sentinel is not None:
+            return httpx.Response(200, json=self.sentinel)
         return httpx.Response(404, json={"error": "NotFoundError", "message": path})
 
 
@@ -208,3 +211,34 @@ async def test_root_gone_mid_run_audits_fail_without_dir_done(
     await wait_until(lambda: pipe.status()["faults"] == [], within=10)
     await wait_until(lambda: "full_audit" in fake.kinds("scan_end"), within=15)
     assert fake.ops("scan_end")[-1]["ok"] is True
+
+
+async def test_audits_incremental_and_full_on_their_intervals(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = tree(tmp_path)
+    fake = FakeFusion("leader", audit_interval_sec=0.2, full_audit_interval_sec=1.5)
+    await start_pipe(nursery, src, fake)
+    # The first audit of a term lists everything; the next ones skip unchanged directories.
+    await wait_until(lambda: fake.kinds("scan_end").count("audit") >= 2, within=10)
+    scans = [r["scan"] for r in fake.ops("scan_start") if r["kind"] == "audit"]
+    done = {s: [r for r in fake.ops("dir_done") if r["scan"] == s] for s in scans[:2]}
+    assert not [r for r in done[scans[0]] if r["skipped"]]
+    assert {r["path"] for r in done[scans[1]] if r["skipped"]} == {"/", "/d", "/d/e"}
+    await wait_until(lambda: "full_audit" in fake.kinds("scan_end"), within=10)
+    full = next(r["scan"] for r in fake.ops("scan_start") if r["kind"] == "full_audit")
+    assert not [r for r in fake.ops("dir_done") if r["scan"] == full and r["skipped"]]
+    assert {r["path"] for r in fake.ops("upsert") if r.get("scan") == full} == \
+        {"/", "/d", "/d/e", "/d/f0", "/d/f1", "/d/f2"}
+
+
+async def test_sentinel_stats_suspects_and_recent(tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = tree(tmp_path)
+    fake = FakeFusion("leader", sentinel_interval_sec=0.2)
+    fake.sentinel = {"suspects": ["/d/f0", "/gone"], "recent": ["/d/f1", "/d/f0"]}
+    await start_pipe(nursery, src, fake)
+    await wait_until(lambda: "sentinel" in fake.kinds("scan_end"), within=10)
+    scan = next(r["scan"] for r in fake.ops("scan_start") if r["kind"] == "sentinel")
+    rows = [r for _, _, r in fake.rows if r.get("scan") == scan]
+    assert [(r["op"], r["path"]) for r in rows if r["op"] in ("upsert", "missing")] == \
+        [("upsert", "/d/f0"), ("missing", "/gone"), ("upsert", "/d/f1")]
+    assert rows[-1]["op"] == "scan_end" and rows[-1]["ok"] is True
