@@ -10,6 +10,7 @@ on overflow a rescan follows once the buffer has been sent.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ import trio
 
 from fustor import paths
 from fustor.agent.audit import AuditCache
-from fustor.agent.scanner import ScanResult, run_scan
+from fustor.agent.scanner import ScanResult, run_scan, unwrap_group
 from fustor.agent.sender import (
     RETRYABLE,
     Batcher,
@@ -64,6 +65,8 @@ class Pipe:
         self._role_changed = trio.Event()
         self._rescan_backoff = Backoff(5.0, 600.0)
         self._last_rescan = -1e18
+        self._guard: Callable[[Callable[[Session], Awaitable[None]]],
+                              Callable[[], Awaitable[None]]] = _unguarded
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class Pipe:
             task_status.started()
             await self.hub.wait_ready()
             retry = Retrier(self.id, f"connecting to {self.client.url}")
+            churn = Backoff(0.5, 30.0)
             while True:
                 try:
                     info = await self.client.open_session(self.agent_id, self.hub.root)
@@ -100,15 +104,27 @@ class Pipe:
                 log.info("pipe %s: connected to %s, session %s, role %s", self.id,
                          self.client.url, session.id, session.role)
                 self.session = session
+                began = trio.current_time()
                 try:
-                    await self._serve(session)
+                    with unwrap_group():
+                        await self._serve(session)
                 except SessionExpiredError as exc:
                     log.warning("pipe %s: session %s ended (%s): opening a new one", self.id,
                                 session.id, exc.message)
+                except Exception:
+                    # Supervisor boundary: a bug in one session must not end the agent.
+                    log.exception("pipe %s: session %s failed; starting over", self.id,
+                                  session.id)
+                    await self._leave()
+                    await trio.sleep(churn.next())
                 finally:
                     self.session = None
                     self.role = None
                     self.running.clear()
+                if trio.current_time() - began < 5.0:
+                    await trio.sleep(churn.next())   # sessions that end at once: slow down
+                else:
+                    churn.reset()
         finally:
             self.hub.unsubscribe(self.buffer)
             await self._leave()
@@ -136,6 +152,7 @@ class Pipe:
                         lost.append(exc)
                         nursery.cancel_scope.cancel()
                 return run
+            self._guard = guarded
             for fn in (self._heartbeat_forever, self._realtime_forever, self._roles_forever):
                 nursery.start_soon(guarded(fn))
             nursery.start_soon(guarded(lambda s: self._commands_forever(s, nursery)))
@@ -183,7 +200,7 @@ class Pipe:
                     r = cmd.get("role")
                     self._set_role(s, r if isinstance(r, str) else None)
                 elif kind == "find":
-                    nursery.start_soon(self._find, s, cmd)
+                    nursery.start_soon(self._guard(functools.partial(self._find, cmd=cmd)))
                 else:
                     log.warning("pipe %s: unknown command %r ignored", self.id, kind)
 
@@ -206,11 +223,12 @@ class Pipe:
     async def _roles_forever(self, s: Session) -> None:
         while True:
             role = self.role
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._lead if role == "leader" else self._follow, s)
-                while self.role == role:
-                    await self._role_changed.wait()
-                nursery.cancel_scope.cancel()
+            with unwrap_group():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._lead if role == "leader" else self._follow, s)
+                    while self.role == role:
+                        await self._role_changed.wait()
+                    nursery.cancel_scope.cancel()
 
     async def _follow(self, s: Session) -> None:
         """A follower scans only when its own events were lost: a find of the whole tree
@@ -234,9 +252,10 @@ class Pipe:
                     break
             self.state = "fault"
             await trio.sleep(faults.next())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sentinel_forever, s)
-            await self._audit_forever(s, cache)
+        with unwrap_group():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sentinel_forever, s)
+                await self._audit_forever(s, cache)
 
     async def _audit_forever(self, s: Session, cache: AuditCache) -> None:
         now = trio.current_time()
@@ -357,3 +376,7 @@ class Pipe:
             log.warning("pipe %s: %s of %s failed: %s (%d entries sent)", self.id,
                         kind.replace("_", " "), path, result.error, result.entries)
         return result
+
+
+def _unguarded(fn: Callable[[Session], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    raise RuntimeError("no session is being served")

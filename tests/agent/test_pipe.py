@@ -242,3 +242,27 @@ async def test_sentinel_stats_suspects_and_recent(tmp_path: Path, nursery: trio.
     assert [(r["op"], r["path"]) for r in rows if r["op"] in ("upsert", "missing")] == \
         [("upsert", "/d/f0"), ("missing", "/gone"), ("upsert", "/d/f1")]
     assert rows[-1]["op"] == "scan_end" and rows[-1]["ok"] is True
+
+
+async def test_session_lost_during_snapshot_starts_over(tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = tree(tmp_path)
+    fake = FakeFusion("leader")
+    fake.expire_once = True          # the first batch (the snapshot's start) gets 410
+    await start_pipe(nursery, src, fake)
+    await wait_until(lambda: "snapshot" in fake.kinds("scan_end"), within=10)
+    assert fake.sessions == 2
+    assert {sid for sid, _, r in fake.rows} == {"s-2"}
+    assert fake.ops("scan_end")[-1]["ok"] is True
+
+
+async def test_find_losing_its_session_does_not_kill_the_pipe(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = tree(tmp_path)
+    fake = FakeFusion("follower")
+    pipe = await start_pipe(nursery, src, fake)
+    await wait_until(lambda: pipe.state == "following")
+    fake.expire_once = True
+    fake.commands.append({"seq": 1, "type": "find", "job_id": "j", "path": "/d"})
+    await wait_until(lambda: fake.sessions == 2, within=10)
+    (src / "still").write_bytes(b"1")
+    await wait_until(lambda: any(r.get("path") == "/still" for _, _, r in fake.rows))
