@@ -484,13 +484,40 @@ async def scan_to_null(root: str, *, workers: int = 4, chunk: int = 2000) -> Sca
     return await run_scan(root, sink, kind="snapshot", workers=workers, chunk=chunk)
 
 
+async def scan_to_null_sender(root: str, *, workers: int = 4, batch_size: int = 2000) -> ScanResult:
+    """Scan `root` through the real Batcher/Session/httpx path into a transport that accepts
+    every batch without a network (bench: the agent's own cost up to the wire)."""
+    import httpx
+
+    from fustor.agent.sender import Batcher, FusionClient, Session, SessionInfo
+    from fustor.config import SenderConfig
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"applied": 0})
+
+    client = FusionClient(SenderConfig(id="null", uri="http://null.invalid", key="k"),
+                          transport=httpx.MockTransport(accept))
+    session = Session(client, SessionInfo(session_id="s", pipe_id="p", role="leader",
+                                          max_batch_events=batch_size))
+    batcher = Batcher(session, batch_size)
+    try:
+        res = await run_scan(root, batcher, kind="snapshot", workers=workers, chunk=batch_size)
+        await batcher.flush()
+    finally:
+        await client.aclose()
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     ap = argparse.ArgumentParser(description="scan a tree into a null sink and print the rate")
     ap.add_argument("root")
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--sender", action="store_true",
+                    help="go through the batcher, JSON bodies and httpx (null transport)")
     args = ap.parse_args(argv)
-    res = trio.run(lambda: scan_to_null(os.path.abspath(args.root), workers=args.workers))
+    fn = scan_to_null_sender if args.sender else scan_to_null
+    res = trio.run(lambda: fn(os.path.abspath(args.root), workers=args.workers))
     print(f"entries={res.entries} dirs={res.dirs} errors={res.errors} vanished={res.vanished} "
           f"elapsed={res.elapsed:.3f}s rate={res.rate:.0f}/s ok={res.ok}")
     return 0 if res.ok else 1
