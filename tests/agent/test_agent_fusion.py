@@ -227,3 +227,35 @@ async def test_reload_restarts_only_changed_pipes(tmp_path: Path, nursery: trio.
         while (await api.get("/api/v1/views/v1/sessions")).json()["sessions"]:
             await trio.sleep(0.05)
     await api.http.aclose()
+
+
+async def test_two_pipes_share_one_source_watcher(tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = make_src(tmp_path)
+    cfg = parse_fusion({
+        "host": "127.0.0.1", "port": 0,
+        "receivers": {"r1": {"port": 0, "api_keys": [{"key": KEY, "pipe_id": "pipe-1"},
+                                                     {"key": "key-2", "pipe_id": "pipe-2"}]}},
+        "views": {"v1": {"api_keys": [READ]}},
+        "pipes": {"pipe-1": {"receiver": "r1", "views": ["v1"]},
+                  "pipe-2": {"receiver": "r1", "views": ["v1"]}},
+    }, {"": Path("fusion.yaml")})
+    fusion, _ = await start_fusion(nursery, cfg)
+    url = fusion.receiver_urls["r1"]
+    agent, _ = await start_agent(nursery, parse_agent({
+        "agent_id": "agent-a",
+        "sources": {"s": {"uri": str(src)}},
+        "senders": {"f1": {"uri": url, "credential": {"key": KEY}},
+                    "f2": {"uri": url, "credential": {"key": "key-2"}}},
+        "pipes": {"p1": {"source": "s", "sender": "f1"}, "p2": {"source": "s", "sender": "f2"}},
+    }, {"": Path("agent.yaml")}))
+    pipes = agent.pipes
+    assert pipes["p1"].hub is pipes["p2"].hub
+    api = Api(fusion.api_url)
+    await api.ready()
+    (src / "both").write_bytes(b"1")
+    n = await api.wait_node("/both")
+    assert n is not None
+    with trio.fail_after(5):
+        while sorted((await api.node("/both") or {}).get("sources", [])) != ["pipe-1", "pipe-2"]:
+            await trio.sleep(0.05)
+    await api.http.aclose()
