@@ -111,14 +111,19 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
     return {"seq": batch.seq, "applied": n, "duplicate": False}
 
 
+# Snapshots, full audits and finds are lifecycle events (INFO); incremental audits run every
+# few minutes and sentinel checks more often, so they only show at DEBUG.
+_QUIET_KINDS = ("audit", "sentinel")
+
+
 def _scan_mark(state: FusionState, s: Session, m: ScanStart | ScanEnd) -> None:
     if isinstance(m, ScanStart):
         s.scans[m.scan] = (m.kind, m.job_id, time.monotonic())
         if m.job_id:
             state.jobs.scan_started(m.job_id, s, m.scan)
-        if m.kind != "sentinel":
-            log.info("pipe %s: %s scan %s of %s started by agent %s",
-                     s.pipe_id, m.kind, m.scan, m.path, s.agent_id)
+        log.log(logging.DEBUG if m.kind in _QUIET_KINDS else logging.INFO,
+                "pipe %s: %s scan %s of %s started by agent %s",
+                s.pipe_id, m.kind, m.scan, m.path, s.agent_id)
         return
     info = s.scans.pop(m.scan, None)
     if info is None:
@@ -126,12 +131,11 @@ def _scan_mark(state: FusionState, s: Session, m: ScanStart | ScanEnd) -> None:
     kind, job_id, started = info
     if job_id:
         state.jobs.scan_ended(job_id, s, m)
-    if kind == "sentinel":
-        return
     took = max(time.monotonic() - started, 1e-6)
-    log.info("pipe %s: %s scan %s %s: %d entries, %d errors in %.1fs (%.0f entries/s)%s",
-             s.pipe_id, kind, m.scan, "done" if m.ok else "FAILED", m.entries, m.errors, took,
-             m.entries / took, f" ({m.error})" if m.error else "")
+    level = logging.DEBUG if kind in _QUIET_KINDS and m.ok else logging.INFO
+    log.log(level, "pipe %s: %s scan %s %s: %d entries, %d errors in %.1fs (%.0f entries/s)%s",
+            s.pipe_id, kind, m.scan, "done" if m.ok else "FAILED", m.entries, m.errors, took,
+            m.entries / took, f" ({m.error})" if m.error else "")
 
 
 def _key() -> str | None:
