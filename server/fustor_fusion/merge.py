@@ -1,7 +1,13 @@
 """One pipe's tree plus the merge rules of DESIGN §6: realtime facts, scans, tombstones,
 suspects, blind spots and the pipe's logical clock. Sync, no I/O.
 
-Choices the design leaves open:
+Choices the design leaves open, and one extension:
+* Freshness of a scan row also counts its ctime: an existing entry takes a scan row whose
+  mtime *or ctime* is strictly newer, and a tombstone lets through a row whose mtime or ctime
+  is newer than its watermark. Any inode change (chmod, chown, `touch -d past`, `cp -p` onto a
+  new inode) moves ctime forward and users cannot set it, so a stale row never carries a newer
+  ctime than the state it raced, while a blind chmod or backdating now converges at the next
+  audit (with mtime alone it never would). A ctime-only change is a blind-spot addition too.
 * A row whose parent directories are unknown creates them as placeholders (mtime 0, mode
   0o755, flagged) that the parent's own row fills in later, whatever its mtime. Realtime rows
   stamp placeholders with `confirmed_at` so a running audit cannot remove them. A scan row under
@@ -49,6 +55,7 @@ from fustor.protocol import (
 from fustor_fusion.tree import (
     F_PLACEHOLDER,
     I_CONFIRMED,
+    I_CTIME,
     I_FLAGS,
     I_MTIME,
     REC,
@@ -290,13 +297,13 @@ class PipeTree(Tree):
         if tombs:
             t = tombs.get(path)
             if t is not None:
-                if a.mtime > t[0]:
-                    del tombs[path]           # re-created after the delete
+                if a.mtime > t[0] or a.ctime > t[0]:
+                    del tombs[path]           # re-created (or changed) after the delete
                 else:
                     return                    # the scan raced the delete
         d = self.get_dir(head)
         if d is None:
-            if not self._parents_plausible(head, a.mtime):
+            if not self._parents_plausible(head, max(a.mtime, a.ctime)):
                 return
             d = self.ensure_dir(head)
         old = d.children.get(name)
@@ -310,7 +317,7 @@ class PipeTree(Tree):
             changed = True
         else:
             r = _unpack_from(rec_of(old))
-            if (a.mtime > r[I_MTIME] or r[I_FLAGS] & F_PLACEHOLDER
+            if (a.mtime > r[I_MTIME] or a.ctime > r[I_CTIME] or r[I_FLAGS] & F_PLACEHOLDER
                     or type_of(old) != a.type):
                 node = make_node(a, r[I_CONFIRMED])      # never touch confirmed_at
                 self.put(d, path, name, node)

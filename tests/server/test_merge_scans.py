@@ -383,3 +383,32 @@ def test_idle_and_aborted_scans_end_as_failed() -> None:
     assert v.scan_progress("p1")["finished"]["find"]["ok"] is False
     assert v.abort_scans("p1") == 1 and ends[-1] == ("s1", None)
     assert not v.snapshot_done("p1") and v.scan_progress("p1")["running"] == []
+
+
+def test_blind_chmod_and_backdating_converge_through_ctime() -> None:
+    v, _ = make_view()
+    v.apply("p1", [file("/f", mtime=T0, ctime=T0, mode=0o644),
+                   file("/g", mtime=T0, ctime=T0, size=1)])
+    v.apply("p1", scan("a", "audit", [
+        file("/f", mtime=T0, ctime=T0 + 5, mode=0o600),          # chmod on another host
+        file("/g", mtime=T0 - 9999, ctime=T0 + 5, size=1),       # touch -d past there
+    ]))
+    assert v.node("/f")["mode"] == 0o600  # type: ignore[index]
+    assert v.node("/g")["mtime"] == T0 - 9999  # type: ignore[index]
+    assert sorted(x["path"] for x in v.blind_spots()["additions"]) == ["/f", "/g"]
+    # a row older in both times than what we hold is still refused
+    v.apply("p1", [file("/f", mtime=T0 + 20, ctime=T0 + 20, mode=0o640)])
+    v.apply("p1", scan("a2", "audit", [file("/f", mtime=T0, ctime=T0 + 5, mode=0o600)]))
+    assert v.node("/f")["mode"] == 0o640  # type: ignore[index]
+
+
+def test_cp_p_recreation_after_delete_passes_the_tombstone_by_ctime() -> None:
+    v, clk = make_view()
+    v.apply("p1", [file("/f", mtime=clk.w - 500, ctime=clk.w - 500), delete("/f")])
+    wm = v.tree_of("p1").tombstones["/f"][0]
+    v.apply("p1", scan("a", "audit", [file("/f", mtime=wm - 5000, ctime=wm + 2, size=8)]))
+    assert v.node("/f")["size"] == 8  # type: ignore[index]
+    v.apply("p1", [delete("/f")])
+    wm = v.tree_of("p1").tombstones["/f"][0]
+    v.apply("p1", scan("a2", "audit", [file("/f", mtime=wm - 5000, ctime=wm - 1, size=9)]))
+    assert v.node("/f") is None
