@@ -143,6 +143,21 @@ class JobRegistry:
         a.error = end.error
         self._check_done(job)
 
+    def scan_closed(self, view_id: str, pipe_id: str, job_id: str, end: ScanEnd) -> None:
+        """A view saw the find scan `end.scan` of `pipe_id` end: normally, or abandoned
+        (superseded, idle, its leader gone), which the view reports as a failed ScanEnd."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state != PENDING or job.view != view_id:
+            return
+        for a in job.agents.values():
+            # scan None: its scan_start is in the batch being applied right now
+            if a.pipe_id == pipe_id and a.scan in (None, end.scan) and a.state not in TERMINAL:
+                a.entries, a.errors = end.entries, end.errors
+                a.state = DONE if end.ok else FAILED
+                a.error = end.error
+                self._check_done(job)
+                return
+
     def session_ended(self, session: Session, reason: str) -> None:
         for job in list(self._pending.values()):
             a = job.agents.get(session.key)

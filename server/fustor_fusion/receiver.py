@@ -128,9 +128,8 @@ def _scan_mark(state: FusionState, s: Session, m: ScanStart | ScanEnd) -> None:
     info = s.scans.pop(m.scan, None)
     if info is None:
         return
-    kind, job_id, started = info
-    if job_id:
-        state.jobs.scan_ended(job_id, s, m)
+    kind, _, started = info
+    # Jobs hear of scan ends from the views' on_scan_end hook (also of abandoned scans).
     took = max(time.monotonic() - started, 1e-6)
     level = logging.DEBUG if kind in _QUIET_KINDS and m.ok else logging.INFO
     log.log(level, "pipe %s: %s scan %s %s: %d entries, %d errors in %.1fs (%.0f entries/s)%s",

@@ -13,6 +13,7 @@ from typing import Any
 
 from fustor.config import FusionConfig, FusionPipeConfig
 from fustor.errors import AuthError, NotFoundError, NotReadyError, ScopeError
+from fustor.protocol import ScanEnd, ScanStart
 from fustor_fusion.jobs import JobRegistry
 from fustor_fusion.sessions import Session, SessionRegistry
 from fustor_fusion.view import View
@@ -90,7 +91,16 @@ class FusionState:
 
     def _new_view(self, vid: str, config: FusionConfig) -> View:
         pids = [p.id for p in config.pipes.values() if vid in p.views]
-        return View(config.views[vid], pids, wall=self._wall, mono=self._mono)
+        view = View(config.views[vid], pids, wall=self._wall, mono=self._mono)
+        view.on_scan_end = self._scan_hook(vid)
+        return view
+
+    def _scan_hook(self, vid: str) -> Callable[[str, ScanEnd, ScanStart], None]:
+        def scan_ended(pipe_id: str, end: ScanEnd, start: ScanStart) -> None:
+            # Every end of a job's scan, also those the view abandons (their agent is gone).
+            if start.job_id:
+                self.jobs.scan_closed(vid, pipe_id, start.job_id, end)
+        return scan_ended
 
     def _build(self, config: FusionConfig) -> None:
         for vid in config.views:

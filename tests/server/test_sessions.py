@@ -218,3 +218,16 @@ def test_a_released_seq_is_new_again() -> None:
 ])
 def test_loopback_detection(addr: str | None, ok: bool) -> None:
     assert is_loopback(addr) is ok
+
+
+def test_a_scan_closed_by_the_view_ends_the_agents_part() -> None:
+    jr, reg, _ = jobs()
+    a = reg.create("p1", agent_id="a")
+    job, _ = jr.find_or_create("v", "/d", True, [("p1", a)])
+    jr.scan_closed("other-view", "p1", job.job_id, ScanEnd(scan="s1", ok=False))
+    assert job.state == "pending"
+    jr.scan_started(job.job_id, a, "s1")
+    jr.scan_closed("v", "p1", job.job_id, ScanEnd(scan="s0", ok=True))   # another scan
+    assert job.state == "pending"
+    jr.scan_closed("v", "p1", job.job_id, ScanEnd(scan="s1", ok=False, error="abandoned"))
+    assert job.state == "failed" and job.agents["p1/a"].error == "abandoned"
