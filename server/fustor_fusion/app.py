@@ -18,6 +18,7 @@ from fustor_fusion.httputil import (
     arg_int,
     arg_path,
     arg_str,
+    big_json_response,
     install_error_handlers,
     json_response,
 )
@@ -25,11 +26,16 @@ from fustor_fusion.state import FusionState
 from fustor_fusion.view import View
 
 V = "/api/v1/views/<view_id>"
+BIG_LIMIT = 5000      # answers that may hold more entries are encoded in a worker thread
 M = "/api/v1/management"
 
 
 def _key() -> str | None:
     return request.headers.get(KEY_HEADER) or None
+
+
+async def _small_json(body: Any) -> Response:
+    return json_response(body)
 
 
 def create_app(state: FusionState) -> QuartTrio:
@@ -76,6 +82,8 @@ def create_app(state: FusionState) -> QuartTrio:
         body["entry"] = entry
         body["next_cursor"] = next_cursor
         body["meta"] = meta
+        if recursive and (max_depth is None or max_depth > 1) or (limit or 0) > BIG_LIMIT:
+            return await big_json_response(body)
         return json_response(body)
 
     @app.get(f"{V}/metadata")
@@ -100,7 +108,8 @@ def create_app(state: FusionState) -> QuartTrio:
         assert limit is not None
         meta = state.meta(view, allow_partial=arg_bool("allow_partial", False))
         matches, truncated = view.search(pattern, path=path, limit=limit)
-        return json_response({"view": view.id, "path": path, "pattern": pattern,
+        reply = big_json_response if limit > BIG_LIMIT else _small_json
+        return await reply({"view": view.id, "path": path, "pattern": pattern,
                               "matches": matches, "truncated": truncated, "meta": meta})
 
     @app.get(f"{V}/stats")
