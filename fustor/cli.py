@@ -166,6 +166,8 @@ class _Cli:
             if message is None:
                 log.exception("%s crashed", self.prog)
                 message = f"crashed: {exc!r}"
+            else:
+                log.debug("%s stopped on an error", self.prog, exc_info=exc)
             log.error("%s", message)
             if not self.args.daemon:
                 self.error(message)
