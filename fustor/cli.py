@@ -147,14 +147,21 @@ class _Cli:
             )
             return 1
         level, log_file = _logging_of(config)
-        if self.args.daemon:
-            daemon.detach(self.pid_file, daemon.log_path(self.role))  # returns in the daemon
-            setup_logging(level, file=log_file or daemon.log_path(self.role))
-        else:
-            setup_logging(level, file=log_file)
-            if not daemon.write_pid_file(self.pid_file):
-                self.error(f"already running (pid {daemon.read_pid(self.pid_file)})")
-                return 1
+        try:
+            if self.args.daemon:
+                daemon.detach(self.pid_file, daemon.log_path(self.role))  # returns in the daemon
+                setup_logging(level, file=log_file or daemon.log_path(self.role))
+            else:
+                setup_logging(level, file=log_file)
+                if not daemon.write_pid_file(self.pid_file):
+                    self.error(f"already running (pid {daemon.read_pid(self.pid_file)})")
+                    return 1
+        except OSError as exc:  # an unwritable FUSTOR_HOME or log file
+            why = f"cannot start: {_oserror_text(exc)}"
+            self.error(why)
+            daemon.notify_failed(f"{self.prog}: error: {why}")
+            daemon.remove_pid_file(self.pid_file)
+            return 1
         source = config_arg or os.environ.get("FUSTOR_CONFIG") or None
         runner = _Runner(self, config, source)
         try:
