@@ -304,3 +304,15 @@ pipes: {{job: {{source: s, sender: f}}}}
     assert "stopped" in (env.home / "logs" / "agent.log").read_text()
     fusion.send_signal(signal.SIGTERM)
     assert fusion.wait(10) == 0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_unusable_log_file_is_one_line(env: Env, tmp_path: Path, detach: bool) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env.write_fusion(extra=f"logging: {{file: {blocker}/fusion.log}}\n")
+    r = env.run("start", *(["-D"] if detach else []))
+    assert r.returncode == 1
+    assert_one_line_error(r.stderr, "fustor-fusion: error: cannot start:", str(blocker))
+    assert not env.pid_file().exists()
+    assert port_is_free(env.api_port)
