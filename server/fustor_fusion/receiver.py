@@ -79,8 +79,9 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
         if t is ScanStart:
             assert isinstance(ev, ScanStart)
             if not leader and ev.kind in LEADER_ONLY_KINDS:
-                raise ScopeError(f"only the pipe's leader may start a {ev.kind} scan; "
-                                 f"this session is a follower", index=len(marks))
+                raise ScopeError(f"events[{events.index(ev)}]: only the pipe's leader may start "
+                                 f"a {ev.kind} scan; this session is a follower",
+                                 index=events.index(ev))
             marks.append(ev)
         elif t is ScanEnd:
             assert isinstance(ev, ScanEnd)

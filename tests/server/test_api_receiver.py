@@ -206,8 +206,10 @@ async def test_followers_may_not_start_leader_scans(state: FusionState, r1: Clie
     await open_session(r1, agent="a")
     fol = (await open_session(r1, agent="b"))["session_id"]
     for kind in ("snapshot", "audit", "full_audit", "sentinel"):
-        code, body = await send(r1, fol, 1, rows(start("sc", kind), end("sc")))
-        assert code == 403 and kind in body["message"], kind
+        code, body = await send(r1, fol, 1, rows(dir_("/x", mtime=2e9), start("sc", kind),
+                                                 end("sc")))
+        assert code == 403 and kind in body["message"] and body["index"] == 1, kind
+    assert state.views["v1"].node("/x") is None
     assert not state.views["v1"].snapshot_running("pipe-1")
     # realtime rows are fine from anyone
     code, body = await send(r1, fol, 1, rows(dir_("/rt", mtime=2e9)))
