@@ -276,7 +276,7 @@ class PipeTree(Tree):
         if path == "/":
             if a.type == DIR:
                 r = _unpack_from(self.root.rec)
-                if r[I_FLAGS] & F_PLACEHOLDER or a.mtime > r[I_MTIME]:
+                if r[I_FLAGS] & F_PLACEHOLDER or a.mtime > r[I_MTIME] or a.ctime > r[I_CTIME]:
                     self.root.rec = _pack(a.size, a.mtime, a.ctime, a.mode, a.uid, a.gid,
                                           r[I_CONFIRMED], 0)
             return
