@@ -15,6 +15,7 @@ import ctypes.util
 import errno
 import os
 import struct
+import threading
 from typing import NamedTuple
 
 import pyinotify
@@ -82,34 +83,41 @@ class Inotify:
             raise OSError(e, f"inotify_init1: {os.strerror(e)}")
         self.fd: int = fd
         self.limit = limit
-        self._wds: set[int] = set()
+        # Only a simulated limit needs to count watches (the watcher knows its own).
+        self._wds: set[int] | None = set() if limit is not None else None
+        self._lock = threading.Lock()
 
     def add_watch(self, path: str | bytes, mask: int = WATCH_MASK) -> int:
         """Watch a directory; returns the wd (the same wd again for an inode already watched).
         Raises WatchLimitError on ENOSPC, FileNotFoundError/NotADirectoryError/OSError else."""
         bpath = os.fsencode(path)
-        if self.limit is not None and len(self._wds) >= self.limit:
-            raise WatchLimitError(errno.ENOSPC, "inotify watch limit reached (simulated)")
+        if self._wds is None:
+            return self._add(bpath, mask)
+        with self._lock:   # the check and the add are one step, as in the kernel
+            if self.limit is not None and len(self._wds) >= self.limit:
+                raise WatchLimitError(errno.ENOSPC, "inotify watch limit reached (simulated)")
+            wd = self._add(bpath, mask)
+            self._wds.add(wd)
+            return wd
+
+    def _add(self, bpath: bytes, mask: int) -> int:
         wd = self._lib.inotify_add_watch(self.fd, bpath, mask)
         if wd < 0:
             e = ctypes.get_errno()
             if e == errno.ENOSPC:
                 raise WatchLimitError(e, "inotify watch limit reached (fs.inotify.max_user_watches)")
             raise OSError(e, os.strerror(e), os.fsdecode(bpath))
-        self._wds.add(wd)
         return int(wd)
 
     def rm_watch(self, wd: int) -> None:
-        self._wds.discard(wd)
+        if self._wds is not None:
+            self._wds.discard(wd)
         self._lib.inotify_rm_watch(self.fd, wd)  # EINVAL when already gone: nothing to do
 
     def forget(self, wd: int) -> None:
         """The kernel dropped the watch (IN_IGNORED)."""
-        self._wds.discard(wd)
-
-    @property
-    def watches(self) -> int:
-        return len(self._wds)
+        if self._wds is not None:
+            self._wds.discard(wd)
 
     def read(self) -> list[RawEvent]:
         """All events queued now (empty when none)."""

@@ -125,8 +125,7 @@ class Watcher:
 
     # ------------------------------------------------------------------ status
     def stats(self) -> WatchStats:
-        watched = self._ino.watches if self._ino is not None else 0
-        return WatchStats(watched, self._ndirs, self._limited, set(self.faults))
+        return WatchStats(len(self._wd), self._ndirs, self._limited, set(self.faults))
 
     def _local(self, path: str) -> str:
         return self.root if path == "/" else self.root + path
@@ -140,7 +139,7 @@ class Watcher:
             await self._install(self._top)
             if self._top.wd is None:
                 self.faults.add("root_missing")
-            log.info("watching %s: %d of %d directories (%.1f s)", self.root, ino.watches,
+            log.info("watching %s: %d of %d directories (%.1f s)", self.root, len(self._wd),
                      self._ndirs, time.monotonic() - t0)
             task_status.started()
             async with trio.open_nursery() as nursery:
@@ -209,7 +208,7 @@ class Watcher:
             return
         node.wd = wd
         self._wd[wd] = node
-        if node.parent is not None:
+        if self._limited and node.parent is not None:
             with self._heap_lock:
                 heapq.heappush(self._heap, (mtime, wd))
 
@@ -222,6 +221,15 @@ class Watcher:
                 log.warning("inotify watch limit reached under %s: watching the most recently "
                             "modified directories, audits cover the rest (raise "
                             "fs.inotify.max_user_watches)", self.root)
+                # The eviction order is only kept once it is needed (it costs memory per
+                # directory): built now from the watched directories' current mtimes.
+                for w, n in list(self._wd.items()):
+                    if n.parent is not None:
+                        try:
+                            self._heap.append((os.lstat(self._local(n.path())).st_mtime_ns, w))
+                        except OSError:
+                            continue
+                heapq.heapify(self._heap)
             while self._heap:
                 old_mtime, old_wd = self._heap[0]
                 victim = self._wd.get(old_wd)
@@ -236,6 +244,8 @@ class Watcher:
                 del self._wd[old_wd]
                 try:
                     return ino.add_watch(local)
+                except WatchLimitError:
+                    continue     # another thread took the freed watch: evict the next one
                 except OSError:
                     return None
             return None
