@@ -8,7 +8,6 @@ moves it to the end, and both expiry and eviction pop from the front in O(1).
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -18,17 +17,19 @@ V = TypeVar("V")
 
 
 class TTLCache(Generic[K, V]):
-    """At most `max_items` values, each valid for `ttl` seconds after it was put."""
+    """Values valid for `ttl` seconds after they were put, with a total weight of at most
+    `max_weight` (weight 1 per value by default; a listing page weighs its entry count)."""
 
     def __init__(
-        self, ttl: float, max_items: int, *, clock: Callable[[], float] = time.monotonic
+        self, ttl: float, max_weight: int, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
+        if max_weight < 1:
+            raise ValueError("max_weight must be at least 1")
         self.ttl = ttl
-        self.max_items = max_items
+        self.max_weight = max_weight
+        self.weight = 0
         self._clock = clock
-        self._items: dict[K, tuple[float, V]] = {}
+        self._items: dict[K, tuple[float, V, int]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -39,43 +40,53 @@ class TTLCache(Generic[K, V]):
             return None
         if item[0] <= self._clock():
             del self._items[key]
+            self.weight -= item[2]
             return None
         return item[1]
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, weight: int = 1) -> None:
         if self.ttl <= 0:
             return
-        items = self._items
-        items.pop(key, None)
-        items[key] = (self._clock() + self.ttl, value)
-        if len(items) > self.max_items:
+        self.discard(key)
+        self._items[key] = (self._clock() + self.ttl, value, weight)
+        self.weight += weight
+        if self.weight > self.max_weight:
             self._trim()
 
     def put_many(self, pairs: list[tuple[K, V]]) -> None:
-        """Like put() for each pair, with one clock read (listing pages hold thousands)."""
+        """Like put() for each pair (weight 1), with one clock read: pages hold thousands."""
         if self.ttl <= 0:
             return
         items = self._items
         until = self._clock() + self.ttl
+        added = 0
         for key, value in pairs:
-            items.pop(key, None)
-            items[key] = (until, value)
-        if len(items) > self.max_items:
+            old = items.pop(key, None)
+            if old is not None:
+                added -= old[2]
+            items[key] = (until, value, 1)
+            added += 1
+        self.weight += added
+        if self.weight > self.max_weight:
             self._trim()
 
     def discard(self, key: K) -> None:
-        self._items.pop(key, None)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.weight -= old[2]
 
     def clear(self) -> None:
         self._items.clear()
+        self.weight = 0
 
     def _trim(self) -> None:
         """Drop the oldest items (expired ones are the oldest) until a tenth below the bound,
         so a stream of inserts at the bound does not trim on every put."""
         items = self._items
-        excess = len(items) - (self.max_items - self.max_items // 10)
-        for key in list(itertools.islice(items, excess)):
-            del items[key]
+        target = self.max_weight - self.max_weight // 10
+        while self.weight > target and items:
+            key = next(iter(items))
+            self.weight -= items.pop(key)[2]
 
 
 class TokenBucket:

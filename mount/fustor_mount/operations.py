@@ -53,9 +53,12 @@ class CacheConfig:
     entry_timeout: float = 10.0  # kernel + our cache: how long a name → entry answer is trusted
     attr_timeout: float = 10.0  # kernel + our cache: how long attributes are trusted
     negative_timeout: float = 2.0  # how long "no such name" is trusted (kernel + ours)
-    dir_timeout: float = 10.0  # how long a listing page is reused by the next readdir
+    # How long a listing page is reused by the next readdir. Longer than the attributes: a
+    # walk of a big tree (find, du) comes back to a directory long after it first listed it,
+    # and a listing is the expensive request. Names looked up explicitly are not affected.
+    dir_timeout: float = 60.0
     page_size: int = 5000  # children per listing request
-    max_entries: int = 1_000_000  # bound on cached entries (attrs and listing pages)
+    max_entries: int = 2_000_000  # bound on cached entries, each of attrs and listings (~0.7 kB each)
     stats_timeout: float = 5.0  # statfs and the root's view state
 
 
@@ -91,9 +94,8 @@ class FustorOperations(pyfuse3.Operations):
         self._clock = clock
         self.attrs: TTLCache[str, Entry] = TTLCache(cfg.attr_timeout, cfg.max_entries, clock=clock)
         self.missing: TTLCache[str, bool] = TTLCache(cfg.negative_timeout, 100_000, clock=clock)
-        pages = max(16, cfg.max_entries // max(1, cfg.page_size))
         self.pages: TTLCache[tuple[str, str | None], tuple[list[Entry], str | None]] = TTLCache(
-            cfg.dir_timeout, pages, clock=clock
+            cfg.dir_timeout, cfg.max_entries, clock=clock
         )
         self._stats: TTLCache[str, dict[str, Any]] = TTLCache(cfg.stats_timeout, 4, clock=clock)
         self._dirs: dict[int, _DirHandle] = {}
@@ -304,7 +306,7 @@ class FustorOperations(pyfuse3.Operations):
         join = paths.join
         self.attrs.put_many([(join(path, e.name), e) for e in entries])
         self.attrs.put(path, Entry.from_json(page.entry))
-        self.pages.put((path, cursor), (entries, page.next_cursor))
+        self.pages.put((path, cursor), (entries, page.next_cursor), max(1, len(entries)))
         return entries, page.next_cursor
 
     # ------------------------------------------------------------------ xattrs
@@ -320,7 +322,10 @@ class FustorOperations(pyfuse3.Operations):
         with self._errors("getxattr", inode):
             path, _ = self._node_path(inode)
             if name not in ENTRY_XATTRS and not (inode == ROOT and name in ROOT_XATTRS):
-                raise FUSEError(pyfuse3.ENOATTR)
+                # Only the user namespace exists here. EOPNOTSUPP (not ENODATA) for the others
+                # lets ls -l remember per device that there are no SELinux labels or ACLs,
+                # instead of asking twice for every file it lists.
+                raise FUSEError(pyfuse3.ENOATTR if name.startswith(b"user.") else errno.EOPNOTSUPP)
             if name == b"user.fustor.view":
                 return self.client.view.encode()
             if name == b"user.fustor.pipes":

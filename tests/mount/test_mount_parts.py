@@ -86,6 +86,14 @@ def test_ttl_cache_expires_and_stays_bounded() -> None:
     assert c.get("249") == 0
     c.discard("249")
     assert c.get("249") is None
+    pages: TTLCache[str, int] = TTLCache(10.0, 1000, clock=clock)
+    pages.put("big", 1, weight=800)
+    pages.put("small", 2, weight=150)
+    assert pages.weight == 950 and pages.get("big") == 1
+    pages.put("more", 3, weight=100)  # over the bound: the oldest go first
+    assert pages.get("big") is None and pages.get("more") == 3 and pages.weight <= 1000
+    pages.put("more", 4, weight=10)
+    assert pages.weight == 160
     off: TTLCache[str, int] = TTLCache(0.0, 10, clock=clock)
     off.put("a", 1)
     assert off.get("a") is None
