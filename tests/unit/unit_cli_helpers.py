@@ -15,9 +15,13 @@ from pathlib import Path
 
 from fustor import daemon
 
-LAUNCHER = Path(__file__).parent / "cli_launcher.py"
 GUIDE_FUSION = (Path(__file__).parent / "data" / "guide_fusion_default.yaml").read_text("utf-8")
 DEADLINE = 20.0
+
+
+def command(role: str) -> list[str]:
+    """The installed console script, as users (and systemd) run it."""
+    return [str(Path(sys.executable).parent / f"fustor-{role}")]
 
 
 def free_port() -> int:
@@ -58,14 +62,14 @@ class Env:
     def run(self, *args: str, role: str = "fusion", timeout: float = DEADLINE,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(LAUNCHER), role, *args], env=env or self.env,
+            [*command(role), *args], env=env or self.env,
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
     def spawn(self, *args: str, role: str = "fusion") -> subprocess.Popen[str]:
         err = open(self.home / f"stderr-{len(self.procs)}.txt", "w")  # noqa: SIM115
         p = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), role, *args], env=self.env, text=True,
+            [*command(role), *args], env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
         )
         err.close()
