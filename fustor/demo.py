@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 VIEW, KEY, PUSH_KEY, PIPE = "demo", "demo-key", "demo-push-key", "demo-pipe"
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 60.0  # start-up of each process; the first snapshot gets --timeout
 STOP_TIMEOUT = 15.0
 
 
@@ -119,6 +119,7 @@ class Demo:
         self.env = dict(os.environ, FUSTOR_HOME=str(self.home), PYTHONUNBUFFERED="1")
         self.env.pop("FUSTOR_CONFIG", None)
         self.mounted = False
+        self.snapshot_timeout: float = args.timeout
 
     # ------------------------------------------------------------------ processes
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -185,7 +186,7 @@ class Demo:
         raise DemoError(f"{name} did not answer at {url} within {READY_TIMEOUT:g}s")
 
     def wait_view_ready(self) -> dict[str, Any]:
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + self.snapshot_timeout
         while time.monotonic() < deadline:
             self.check_alive("fusion")
             self.check_alive("agent")
@@ -202,7 +203,7 @@ class Demo:
             if r.status_code != 503:
                 raise DemoError(f"unexpected answer from the view: {r.status_code} {r.text}")
             time.sleep(0.3)
-        raise DemoError(f"the view was not ready within {READY_TIMEOUT:g}s:\n"
+        raise DemoError(f"the view was not ready within {self.snapshot_timeout:g}s:\n"
                         f"{self.log_tail('agent')}")
 
     def start_mount(self) -> None:
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="source directory (default: a sample tree in the work dir)")
     p.add_argument("--mnt", help="mount point (default: <work>/mnt)")
     p.add_argument("--work", default=".work", help="work directory (default: ./.work)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SEC",
+                   help="how long the first snapshot of the source may take (default 300)")
     p.add_argument("--check", action="store_true",
                    help="verify the view and the mount, then stop and exit (0 if all good)")
     args = p.parse_args(argv)
