@@ -105,19 +105,22 @@ class Pipe:
                          self.client.url, session.id, session.role)
                 self.session = session
                 began = trio.current_time()
+                expired = False
                 try:
                     with unwrap_group():
                         await self._serve(session)
                 except SessionExpiredError as exc:
+                    expired = True
                     log.warning("pipe %s: session %s ended (%s): opening a new one", self.id,
                                 session.id, exc.message)
                 except Exception:
                     # Supervisor boundary: a bug in one session must not end the agent.
                     log.exception("pipe %s: session %s failed; starting over", self.id,
                                   session.id)
-                    await self._leave()
-                    await trio.sleep(churn.next())
                 finally:
+                    if not expired:
+                        # Stopped, reloaded or failed: leave, so a follower is promoted now.
+                        await self._leave()
                     self.session = None
                     self.role = None
                     self.running.clear()
@@ -127,7 +130,6 @@ class Pipe:
                     churn.reset()
         finally:
             self.hub.unsubscribe(self.buffer)
-            await self._leave()
 
     async def _leave(self) -> None:
         s = self.session

@@ -21,9 +21,9 @@ from fustor_fusion.service import FusionHandle, serve_fusion
 KEY, READ = "push-key", "read-key"
 
 
-def fusion_config(port: int = 0, api_port: int = 0) -> FusionConfig:
+def fusion_config(port: int = 0, api_port: int = 0, timeout: float = 2.0) -> FusionConfig:
     return parse_fusion({
-        "host": "127.0.0.1", "port": api_port, "session_timeout_seconds": 2.0,
+        "host": "127.0.0.1", "port": api_port, "session_timeout_seconds": timeout,
         "receivers": {"r1": {"port": port, "api_keys": [{"key": KEY, "pipe_id": "pipe-1"}]}},
         "views": {"v1": {"api_keys": [READ], "driver_params": {"hot_file_threshold": 0.0}}},
         "pipes": {"pipe-1": {"receiver": "r1", "views": ["v1"], "sentinel_interval_sec": 0.5}},
@@ -158,7 +158,7 @@ async def test_snapshot_realtime_and_find(tmp_path: Path, nursery: trio.Nursery)
 
 async def test_follower_promoted_when_leader_leaves(tmp_path: Path, nursery: trio.Nursery) -> None:
     src = make_src(tmp_path)
-    fusion, _ = await start_fusion(nursery, fusion_config())
+    fusion, _ = await start_fusion(nursery, fusion_config(timeout=60))
     api = Api(fusion.api_url)
     url = fusion.receiver_urls["r1"]
     a, a_scope = await start_agent(nursery, agent_config(src, url, "agent-a"))
@@ -203,7 +203,8 @@ async def test_reconnects_after_fusion_restart(tmp_path: Path, nursery: trio.Nur
 
 async def test_reload_restarts_only_changed_pipes(tmp_path: Path, nursery: trio.Nursery) -> None:
     src = make_src(tmp_path)
-    fusion, _ = await start_fusion(nursery, fusion_config())
+    # Sessions would take 60 s to expire: they must be closed, not left behind.
+    fusion, _ = await start_fusion(nursery, fusion_config(timeout=60))
     url = fusion.receiver_urls["r1"]
     cfg = agent_config(src, url)
     agent, _ = await start_agent(nursery, cfg)
