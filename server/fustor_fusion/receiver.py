@@ -46,7 +46,12 @@ class InvalidBatchError(ProtocolError):
     status = 422
 
 
-def decode_batch(body: bytes, max_events: int) -> Batch:
+Marks = list[tuple[int, ScanStart | ScanEnd]]
+
+
+def decode_batch(body: bytes, max_events: int) -> tuple[Batch, Marks]:
+    """Parse and validate a whole batch (pure; runs in a worker thread for big bodies).
+    Also returns its scan_start/scan_end rows with their index, for roles, jobs and logs."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -54,9 +59,14 @@ def decode_batch(body: bytes, max_events: int) -> Batch:
     if not isinstance(data, dict):
         raise ProtocolError("body: expected a JSON object with 'seq' and 'events'")
     try:
-        return parse_batch(data, max_events=max_events)
+        batch = parse_batch(data, max_events=max_events)
     except ProtocolError as exc:
         raise InvalidBatchError(exc.message, **exc.details) from None
+    marks: Marks = []
+    for i, ev in enumerate(batch.events):
+        if isinstance(ev, ScanStart | ScanEnd):
+            marks.append((i, ev))
+    return batch, marks
 
 
 async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
@@ -64,31 +74,22 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
     """Validate, dedupe and apply one batch; returns the PROTOCOL.md answer."""
     received = time.monotonic()
     if len(body) > THREAD_PARSE_BYTES:
-        batch = await trio.to_thread.run_sync(decode_batch, body, max_events)
+        batch, marks = await trio.to_thread.run_sync(decode_batch, body, max_events)
     else:
-        batch = decode_batch(body, max_events)
+        batch, marks = decode_batch(body, max_events)
     if s.closed:
         # It ended while the body was decoded (DELETE, expiry): apply nothing, agent resends.
         raise SessionExpiredError(f"session {s.id} ended ({s.close_reason}); create a new session",
                                   session_id=s.id)
-    events = batch.events
-    marks: list[ScanStart | ScanEnd] = []
-    leader = s.role == "leader"
-    for ev in events:
-        t = type(ev)
-        if t is ScanStart:
-            assert isinstance(ev, ScanStart)
-            if not leader and ev.kind in LEADER_ONLY_KINDS:
-                raise ScopeError(f"events[{events.index(ev)}]: only the pipe's leader may start "
-                                 f"a {ev.kind} scan; this session is a follower",
-                                 index=events.index(ev))
-            marks.append(ev)
-        elif t is ScanEnd:
-            assert isinstance(ev, ScanEnd)
-            marks.append(ev)
+    if s.role != "leader":
+        for i, m in marks:
+            if isinstance(m, ScanStart) and m.kind in LEADER_ONLY_KINDS:
+                raise ScopeError(f"events[{i}]: only the pipe's leader may start a {m.kind} "
+                                 f"scan; this session is a follower", index=i)
     if not s.claim_seq(batch.seq):
         pipe.duplicates += 1
         return {"seq": batch.seq, "applied": 0, "duplicate": True}
+    events = batch.events
     n = len(events)
     views = list(pipe.views)
     try:
@@ -107,7 +108,7 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
     pipe.last_batch_at = time.time()
     pipe.ingest_lag_sec = time.monotonic() - received
     state.sessions.touch(s)
-    for m in marks:
+    for _, m in marks:
         _scan_mark(state, s, m)
     return {"seq": batch.seq, "applied": n, "duplicate": False}
 
