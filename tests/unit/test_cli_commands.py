@@ -316,3 +316,22 @@ def test_unusable_log_file_is_one_line(env: Env, tmp_path: Path, detach: bool) -
     assert_one_line_error(r.stderr, "fustor-fusion: error: cannot start:", str(blocker))
     assert not env.pid_file().exists()
     assert port_is_free(env.api_port)
+
+
+def test_stop_of_a_process_ignoring_sigterm_needs_force(env: Env) -> None:
+    stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
+    try:
+        time.sleep(0.1)  # let bash install the trap before the signal
+        env.pid_file().write_text(f"{stubborn.pid}\n")
+        r = env.run("stop", "--timeout", "0.5")
+        assert r.returncode == 1
+        assert "did not stop within 0.5s" in r.stderr and "--force" in r.stderr
+        assert stubborn.poll() is None
+        r = env.run("stop", "--timeout", "0.5", "--force")
+        assert r.returncode == 0, r.stderr
+        assert stubborn.wait(5) == -signal.SIGKILL
+        assert not env.pid_file().exists()
+    finally:
+        if stubborn.poll() is None:
+            stubborn.kill()
+            stubborn.wait()
