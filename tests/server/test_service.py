@@ -65,7 +65,10 @@ class Agent:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+    # No keep-alive: hypercorn waits its graceful timeout (2 s) for idle kept-alive connections
+    # on shutdown, which would only slow these tests down.
+    async with httpx.AsyncClient(
+            timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         yield client
 
 
