@@ -51,6 +51,9 @@ def row(path: str, kind: str = "file", *, size: int = 0, mtime: float = T0, mode
     return r
 
 
+OPEN_AGENTS: list[ScriptedAgent] = []  # closed by the tests' autouse fixture, whatever happened
+
+
 class ScriptedAgent:
     """Plays an agent: one leader session, event batches, and realtime-find answers."""
 
@@ -60,9 +63,11 @@ class ScriptedAgent:
         self.sid = ""
         self.seq = 0
         self.finds: list[dict[str, Any]] = []
+        OPEN_AGENTS.append(self)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        with trio.CancelScope(shield=True):  # also from a cancelled scope (end of a test)
+            await self.http.aclose()
 
     async def open(self) -> None:
         r = await self.http.post("/api/v1/pipe/sessions", json={

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
-from mount_support import READ_KEY, T0, VIEW, MountProcess, ScriptedAgent, fusion_config, row
+from mount_support import (
+    OPEN_AGENTS,
+    READ_KEY,
+    T0,
+    VIEW,
+    MountProcess,
+    ScriptedAgent,
+    fusion_config,
+    row,
+)
 
 from fustor_fusion.service import FusionHandle, serve_fusion
 
@@ -30,6 +39,13 @@ pytestmark = [
 ]
 
 R = TypeVar("R")
+
+
+@pytest.fixture(autouse=True)
+async def close_agents() -> AsyncIterator[None]:
+    yield
+    while OPEN_AGENTS:
+        await OPEN_AGENTS.pop().aclose()
 
 
 async def fs(fn: Callable[..., R], *args: Any) -> R:
@@ -205,7 +221,7 @@ async def test_not_ready_view_crash_recovery_and_detach(tmp_path: Path) -> None:
     async with running_fusion() as fusion:
         mnt = tmp_path / "mnt"
         mnt.mkdir()
-        fast = ("-o", "attr_timeout=0.2,negative_timeout=0")
+        fast = ("-o", "attr_timeout=0.2,dir_timeout=0.2,negative_timeout=0")
         m = MountProcess(mnt, fusion.api_url, tmp_path, *fast)
         try:
             await fs(m.wait_mounted)
