@@ -182,7 +182,7 @@ def create_app(state: FusionState) -> QuartTrio:
         management()
         out = []
         for vid, view in state.views.items():
-            pipes = {pid: {k: v for k, v in state.pipe_state(view, pid).items()}
+            pipes = {pid: state.pipe_state(view, pid)
                      for pid in state.pipe_ids_of(view)}
             out.append({"id": vid, "driver": view.config.driver, "pipes": pipes,
                         "ready": all(p["state"] in ("ready", "stale") for p in pipes.values())})
