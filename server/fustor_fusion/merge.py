@@ -146,19 +146,20 @@ class PipeTree(Tree):
     # ------------------------------------------------------------------ entry point
     def apply(self, events: Sequence[Event]) -> int:
         now = self._wall()
+        # One watermark per batch: computing the clock's mode costs O(distinct skews), and a
+        # batch spans about a second, the clock's resolution.
         wm = self.clock.now(now)
         for ev in events:
             t = type(ev)
             if t is Upsert:
                 if ev.scan is None:  # type: ignore[union-attr]
                     self._rt_upsert(ev, now)  # type: ignore[arg-type]
-                    wm = self.clock.now(now)
                 else:
                     self._scan_upsert(ev, now, wm)  # type: ignore[arg-type]
             elif t is DeleteRow:
-                self._rt_delete(ev.path, now)  # type: ignore[union-attr]
+                self._rt_delete(ev.path, now, wm)  # type: ignore[union-attr]
             elif t is Move:
-                self._rt_move(ev.path, ev.dest, now)  # type: ignore[union-attr]
+                self._rt_move(ev.path, ev.dest, now, wm)  # type: ignore[union-attr]
             elif t is ScanStart:
                 self._scan_start(ev, now)  # type: ignore[arg-type]
             elif t is DirDone:
@@ -202,14 +203,14 @@ class PipeTree(Tree):
             self._clear_suspect(path)
         self._note_recent(path, a.mtime, now)
 
-    def _rt_delete(self, path: str, now: float) -> None:
+    def _rt_delete(self, path: str, now: float, wm: float) -> None:
         old = self.remove(path)
-        self._tomb(path, self.clock.now(now), now)
+        self._tomb(path, wm, now)
         self._forget(path, type(old) is Dir)
 
-    def _rt_move(self, src: str, dst: str, now: float) -> None:
+    def _rt_move(self, src: str, dst: str, now: float, wm: float) -> None:
         node = self.detach(src)
-        self._tomb(src, self.clock.now(now), now)
+        self._tomb(src, wm, now)
         if node is None:
             self._forget(src, False)
             return          # unknown source: the agent's upserts for dst bring the data
