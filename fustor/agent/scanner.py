@@ -136,8 +136,11 @@ class Walker(Generic[T]):
         limiter: trio.CapacityLimiter | None = None,
         chunk: int = 2000,
         count: Callable[[], int] | None = None,
+        depth: int = 2,
     ) -> None:
         self._visit = visit
+        self._depth = depth
+        self._queue: trio.MemorySendChannel[list[str]] | None = None
         self._sink = sink
         self._workers = max(1, workers)
         self._limiter = limiter or trio.CapacityLimiter(self._workers)
@@ -163,10 +166,21 @@ class Walker(Generic[T]):
 
     async def run(self, roots: Iterable[T]) -> None:
         self._stack = list(roots)
+        # Rows go through a short FIFO to one task that feeds the sink: the walk goes on
+        # while a batch is on the wire (order is kept: one queue, one consumer).
+        send, recv = trio.open_memory_channel[list[str]](self._depth)
+        self._queue = send
         with unwrap_group():
             async with trio.open_nursery() as nursery:
-                for _ in range(self._workers):
-                    nursery.start_soon(self._worker)
+                nursery.start_soon(self._consume, recv)
+                async with send, trio.open_nursery() as workers:
+                    for _ in range(self._workers):
+                        workers.start_soon(self._worker)
+
+    async def _consume(self, recv: trio.MemoryReceiveChannel[list[str]]) -> None:
+        async with recv:
+            async for rows_ in recv:
+                await self._sink(rows_)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -189,7 +203,8 @@ class Walker(Generic[T]):
 
     async def _flush(self, out: list[str], share: list[T]) -> None:
         if out:
-            await self._sink(out)
+            assert self._queue is not None
+            await self._queue.send(out)
         if share:
             self._stack.extend(share)
             self._wake()
