@@ -93,8 +93,9 @@ def read_pid(path: Path) -> int | None:
     if not pid_alive(pid):
         return None
     st = _proc_stat(pid)
-    # /proc start times have about 1 s of resolution (btime is whole seconds): allow slack.
-    if st is not None and st[1] > written + 2.0:
+    # /proc start times have about 1 s of resolution (btime is whole seconds): allow slack. A
+    # start time in the future means the clocks do not agree (time namespaces): trust the pid.
+    if st is not None and written + 2.0 < st[1] <= time.time() + 2.0:
         return None
     return pid
 
