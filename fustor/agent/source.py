@@ -11,11 +11,10 @@ import logging
 import os
 import stat
 from collections import deque
-from collections.abc import Callable
 
 import trio
 
-from fustor.agent.scanner import compile_excludes
+from fustor.agent.scanner import compile_excludes, unwrap_group
 from fustor.agent.watcher import Watcher, WatchStats
 from fustor.config import SourceConfig
 
@@ -189,20 +188,29 @@ class SourceHub:
                                   workers=self.workers, limiter=self.limiter,
                                   watch_limit=self._watch_limit)
                 self.watcher = watcher
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(watcher.run)
-                    if reported is not None:
-                        log.info("source %s: root %s is back", self.config.id, self.root)
-                        self._rescan("root_back")
-                    reported = None
-                    self._ready.set()
-                    if not started:
-                        task_status.started()
-                        started = True
-                    await self._wait_fault()
-                    nursery.cancel_scope.cancel()
-                problem = self.fault
-                self.watcher = None
+                try:
+                    with unwrap_group():
+                        async with trio.open_nursery() as nursery:
+                            await nursery.start(watcher.run)
+                            if reported is not None:
+                                log.info("source %s: root %s is back", self.config.id,
+                                         self.root)
+                                self._rescan("root_back")
+                            reported = None
+                            self._ready.set()
+                            if not started:
+                                task_status.started()
+                                started = True
+                            await self._wait_fault()
+                            nursery.cancel_scope.cancel()
+                    problem = self.fault
+                except Exception as exc:
+                    # Supervisor boundary (e.g. EMFILE from inotify_init1): report, retry.
+                    log.exception("source %s: watcher failed; retrying", self.config.id)
+                    problem = f"watcher_failed: {exc}"
+                    self._rescan("watcher_failed")
+                finally:
+                    self.watcher = None
             self.fault = problem
             if problem != reported:
                 log.warning("source %s: root %s: %s (retrying; nothing is reported as deleted)",
@@ -224,5 +232,3 @@ def hub_key(config: SourceConfig) -> tuple[object, ...]:
     """Two source configs with equal keys can share a hub."""
     return (os.path.abspath(config.uri), config.driver_params)
 
-
-Fault = Callable[[], str | None]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from agent_helpers import wait_until
 
@@ -266,3 +267,23 @@ async def test_find_losing_its_session_does_not_kill_the_pipe(
     await wait_until(lambda: fake.sessions == 2, within=10)
     (src / "still").write_bytes(b"1")
     await wait_until(lambda: any(r.get("path") == "/still" for _, _, r in fake.rows))
+
+
+async def test_watcher_failure_is_reported_and_retried(
+        tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fustor.agent.watcher as watcher_mod
+    real = watcher_mod.Inotify
+    calls = [0]
+
+    def flaky(**kw: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise OSError(24, "Too many open files")
+        return real(**kw)
+
+    monkeypatch.setattr(watcher_mod, "Inotify", flaky)
+    src = tree(tmp_path)
+    hub = SourceHub(SourceConfig(id="s", uri=str(src)))
+    await nursery.start(hub.run)
+    assert hub.check() is not None and "watcher_failed" in hub.check()  # type: ignore[operator]
+    await wait_until(lambda: hub.check() is None and hub.stats().watched == 3, within=10)
