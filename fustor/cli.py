@@ -169,8 +169,9 @@ class _Cli:
                 message = f"crashed: {exc!r}"
             else:
                 log.debug("%s stopped on an error", self.prog, exc_info=exc)
-            log.error("%s", message)
-            if not self.args.daemon:
+            if self.args.daemon or log_file:
+                log.error("%s", message)
+            if not self.args.daemon:  # (logging to stderr too would say it twice)
                 self.error(message)
             daemon.notify_failed(f"{self.prog}: error: {message}", code)
             return code
