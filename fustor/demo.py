@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import os
 import shutil
@@ -218,6 +219,11 @@ class Demo:
         if why:
             print(f"mount skipped: {why}; the HTTP API works without it")
             return
+        try:
+            os.stat(self.mnt)
+        except OSError as exc:  # left by a demo that was killed: "transport endpoint not connected"
+            if exc.errno == errno.ENOTCONN:
+                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
         self.mnt.mkdir(parents=True, exist_ok=True)
         # Short kernel/mount caches so that changes to the source show up at once in the demo
         # (the defaults, 10 s and 60 s, suit production listings better).
