@@ -33,18 +33,18 @@ class Entry:
     """A merged view entry (docs/API.md "Entry"), without its children."""
 
     __slots__ = (
-        "name", "name_b", "kind", "st_mode", "size", "mtime_ns", "ctime_ns", "uid", "gid",
+        "name", "path", "kind", "st_mode", "size", "mtime_ns", "ctime_ns", "uid", "gid",
         "target", "suspect", "sources", "blind_spot", "conflict", "child_count", "_attr",
     )
 
     def __init__(
-        self, name: str, kind: str, *, size: int = 0, mtime_ns: int = 0, ctime_ns: int = 0,
+        self, name: str, kind: str, *, path: str = "", size: int = 0, mtime_ns: int = 0, ctime_ns: int = 0,
         mode: int = 0o755, uid: int = 0, gid: int = 0, target: str | None = None,
         suspect: bool = False, sources: tuple[str, ...] = (), blind_spot: str | None = None,
         conflict: bool = False, child_count: int | None = None,
     ) -> None:
         self.name = name
-        self.name_b = os.fsencode(name)
+        self.path = path
         self.kind = kind
         self.st_mode = TYPE_BITS[kind] | (mode & 0o7777)
         self.size = size
@@ -68,8 +68,9 @@ class Entry:
             get = node.get
             kind = node["type"]
             e = cls.__new__(cls)
-            e.name = name = node["name"]
-            e.name_b = name.encode("utf-8", "surrogateescape")  # = os.fsencode on Linux
+            e.name = node["name"]
+            # The path string is shared by the attribute cache and the inode table.
+            e.path = get("path") or ""
             e.kind = kind
             mode = get("mode")
             e.st_mode = TYPE_BITS[kind] | (0o755 if mode is None else int(mode) & 0o7777)
@@ -89,7 +90,7 @@ class Entry:
             e._attr = None
             return e
         except KeyError as exc:
-            if exc.args and exc.args[0] not in ("name", "type"):
+            if exc.args and exc.args[0] not in ("name", "type", "path"):
                 raise ProtocolError(f"entry {node.get('path')!r}: unknown type {node.get('type')!r}") from exc
             raise ProtocolError(f"malformed entry from Fusion: no {exc} in {dict(node)!r:.200}") from exc
         except (AttributeError, TypeError, ValueError) as exc:

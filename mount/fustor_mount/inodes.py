@@ -27,9 +27,12 @@ class Inode:
 
 
 class InodeTable:
+    """Live inodes only: by number, plus the few that a hash collision moved off their number
+    (so they are found again while they live). No path index: the number is the index."""
+
     def __init__(self) -> None:
         self._by_ino: dict[int, Inode] = {ROOT: Inode("/", "dir", 1)}
-        self._by_path: dict[str, int] = {"/": ROOT}
+        self._moved: dict[tuple[str, str], int] = {}
 
     def __len__(self) -> int:
         return len(self._by_ino)
@@ -41,11 +44,12 @@ class InodeTable:
         """The inode number `path` has (or would get) as a `kind`; no reference is taken."""
         if path == "/":
             return ROOT
-        ino = self._by_path.get(path)
-        if ino is not None and self._by_ino[ino].kind == kind:
-            return ino
-        ino = (hash(path) ^ _SALT[kind]) & _MASK
         by_ino = self._by_ino
+        if self._moved:
+            moved = self._moved.get((path, kind))
+            if moved is not None:
+                return moved
+        ino = (hash(path) ^ _SALT[kind]) & _MASK
         while True:
             if ino > ROOT:
                 node = by_ino.get(ino)
@@ -59,11 +63,10 @@ class InodeTable:
         node = self._by_ino.get(ino)
         if node is None:
             self._by_ino[ino] = Inode(path, kind, 1)
-            self._by_path[path] = ino
+            if ino != (hash(path) ^ _SALT[kind]) & _MASK:
+                self._moved[(path, kind)] = ino
         else:
             node.lookups += 1
-            if self._by_path.get(path) != ino:
-                self._by_path[path] = ino
 
     def remember(self, path: str, kind: str) -> int:
         ino = self.number(path, kind)
@@ -77,5 +80,5 @@ class InodeTable:
         node.lookups -= n
         if node.lookups <= 0:
             del self._by_ino[ino]
-            if self._by_path.get(node.path) == ino:
-                del self._by_path[node.path]
+            if self._moved:
+                self._moved.pop((node.path, node.kind), None)

@@ -253,12 +253,10 @@ class FustorOperations(pyfuse3.Operations):
         if h is None:
             raise FUSEError(errno.EBADF)
         with self._errors("readdir", h.path):
-            join = paths.join
             number = self.inodes.number
             ref = self.inodes.ref
             reply = pyfuse3.readdir_reply
             et, at = self.cfg.entry_timeout, self.cfg.attr_timeout
-            dirpath = h.path
             pos = start_id
             while True:
                 if not await self._hold_page(h, pos):
@@ -267,11 +265,11 @@ class FustorOperations(pyfuse3.Operations):
                 entries = h.entries
                 for i in range(pos - base, len(entries)):
                     e = entries[i]
-                    path = join(dirpath, e.name)
-                    ino = number(path, e.kind)
-                    if not reply(token, e.name_b, e.attributes(ino, et, at), base + i + 1):
+                    ino = number(e.path, e.kind)
+                    name = e.name.encode("utf-8", "surrogateescape")  # os.fsencode, inlined
+                    if not reply(token, name, e.attributes(ino, et, at), base + i + 1):
                         return
-                    ref(ino, path, e.kind)  # readdirplus counts as a lookup, once accepted
+                    ref(ino, e.path, e.kind)  # readdirplus counts as a lookup, once accepted
                 pos = base + len(entries)
 
     async def _hold_page(self, h: _DirHandle, pos: int) -> bool:
@@ -304,7 +302,10 @@ class FustorOperations(pyfuse3.Operations):
         self._note_meta(page.meta)
         entries = [Entry.from_json(c) for c in page.children]
         join = paths.join
-        self.attrs.put_many([(join(path, e.name), e) for e in entries])
+        for e in entries:
+            if not e.path:  # Fusion sends it; a path from elsewhere would still work
+                e.path = join(path, e.name)
+        self.attrs.put_many([(e.path, e) for e in entries])
         self.attrs.put(path, Entry.from_json(page.entry))
         self.pages.put((path, cursor), (entries, page.next_cursor), max(1, len(entries)))
         return entries, page.next_cursor
