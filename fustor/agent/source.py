@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from collections import deque
 
@@ -93,7 +94,7 @@ def root_fault(root: str, expect_dev: int | None, was_mount: bool) -> str | None
         return f"root_unreadable: {exc.strerror}"
     if not stat.S_ISDIR(st.st_mode):
         return "root_not_a_directory"
-    if was_mount and not os.path.ismount(root):
+    if was_mount and not is_mountpoint(root):
         return "root_unmounted"
     if expect_dev is not None and st.st_dev != expect_dev:
         return "root_device_changed"
@@ -174,11 +175,15 @@ class SourceHub:
         started = False
         reported: str | None = None
         while True:
-            problem = await self._probe(None, False)
+            # A root once seen as a mount point must be one again before it is trusted: the
+            # empty directory under an unmounted share is not an empty share. The device may
+            # change (a remount): it is adopted, and the pipes rescan.
+            problem = await self._probe(None, self._was_mount)
             if problem is None:
                 try:
-                    self._dev, self._was_mount = await trio.to_thread.run_sync(
+                    dev, mounted = await trio.to_thread.run_sync(
                         _root_identity, self.root, abandon_on_cancel=True)
+                    self._dev, self._was_mount = dev, self._was_mount or mounted
                 except OSError:
                     problem = "root_missing"
             if problem is None:
@@ -225,7 +230,29 @@ class SourceHub:
 
 
 def _root_identity(root: str) -> tuple[int, bool]:
-    return os.stat(root).st_dev, os.path.ismount(root)
+    return os.stat(root).st_dev, is_mountpoint(root)
+
+
+def _unescape(field: bytes) -> bytes:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
+
+
+def is_mountpoint(path: str) -> bool:
+    """True when `path` is a mount point, bind mounts of the same filesystem included
+    (os.path.ismount misses those: same device, and the parent is a normal directory)."""
+    if os.path.ismount(path):
+        return True
+    target = os.fsencode(os.path.realpath(path))
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split(b" ")
+                if len(fields) > 4 and _unescape(fields[4]) == target:
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def hub_key(config: SourceConfig) -> tuple[object, ...]:

@@ -287,3 +287,38 @@ async def test_watcher_failure_is_reported_and_retried(
     await nursery.start(hub.run)
     assert hub.check() is not None and "watcher_failed" in hub.check()  # type: ignore[operator]
     await wait_until(lambda: hub.check() is None and hub.stats().watched == 3, within=10)
+
+
+def _mount_bind(src: Path, dst: Path) -> bool:
+    import subprocess
+    r = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True)
+    return r.returncode == 0
+
+
+async def test_unmounted_root_is_a_fault_not_an_empty_tree(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    data = tree(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if not _mount_bind(data, mnt):
+        pytest.skip("needs permission to bind-mount")
+    try:
+        fake = FakeFusion("leader", audit_interval_sec=0.3)
+        pipe = await start_pipe(nursery, mnt, fake)
+        await wait_until(lambda: "audit" in fake.kinds("scan_end"), within=10)
+        await trio.run_process(["umount", str(mnt)])
+        # The mount point is now an empty directory: that must not look like "all deleted".
+        await wait_until(lambda: "root_unmounted" in pipe.status()["faults"], within=10)
+        n = len(fake.rows)
+        await wait_until(lambda: any(r["op"] == "scan_end" and not r["ok"]
+                                     for _, _, r in fake.rows[n:]), within=40)
+        await trio.sleep(2.5)    # several root checks later: still a fault
+        assert "root_unmounted" in pipe.status()["faults"]
+        assert not [r for _, _, r in fake.rows[n:] if r["op"] == "dir_done"]
+        assert _mount_bind(data, mnt)
+        await wait_until(lambda: pipe.status()["faults"] == [], within=10)
+        await wait_until(lambda: "full_audit" in fake.kinds("scan_end"), within=15)
+        assert fake.ops("scan_end")[-1]["ok"] is True
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.run_process(["umount", "-l", str(mnt)], check=False, capture_stderr=True)
