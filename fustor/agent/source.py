@@ -106,7 +106,8 @@ class SourceHub:
 
     def __init__(self, config: SourceConfig, *, watch_limit: int | None = None) -> None:
         self.config = config
-        self.root = os.path.abspath(config.uri).rstrip("/") or "/"
+        # A symlinked source path is followed once, here: below the root nothing is followed.
+        self.root = os.path.realpath(config.uri).rstrip("/") or "/"
         params = config.driver_params
         self.exclude = compile_excludes(params.exclude)
         self.workers = params.max_scan_workers

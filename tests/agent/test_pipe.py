@@ -322,3 +322,15 @@ async def test_unmounted_root_is_a_fault_not_an_empty_tree(
     finally:
         with trio.CancelScope(shield=True):
             await trio.run_process(["umount", "-l", str(mnt)], check=False, capture_stderr=True)
+
+
+async def test_symlinked_source_path_is_followed_once(tmp_path: Path, nursery: trio.Nursery) -> None:
+    data = tree(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    fake = FakeFusion("leader")
+    await start_pipe(nursery, link, fake)
+    await wait_until(lambda: "snapshot" in fake.kinds("scan_end"))
+    assert {r["path"] for r in fake.ops("dir_done")} == {"/", "/d", "/d/e"}
+    (data / "d" / "rt").write_bytes(b"1")
+    await wait_until(lambda: any(r.get("path") == "/d/rt" for _, _, r in fake.rows))
