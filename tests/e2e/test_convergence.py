@@ -16,12 +16,16 @@ def test_initial_snapshot_matches_sources(group: ProcGroup, seed: int) -> None:
     wait_converged(st, 30, what="after the initial snapshot")
 
 
-@pytest.mark.parametrize("blind_backdate", [
-    pytest.param(False, id="no-blind-backdating"),
-    pytest.param(True, id="full-mix"),
+@pytest.mark.parametrize(("mount", "blind_backdate"), [
+    pytest.param(False, False, id="api"),
+    pytest.param(True, False, id="api+mount"),
+    pytest.param(True, True, id="full-mix"),
 ])
-def test_random_operations_converge(group: ProcGroup, seed: int, blind_backdate: bool) -> None:
-    st = standard(group, seed=seed)
+def test_random_operations_converge(group: ProcGroup, seed: int, mount: bool,
+                                    blind_backdate: bool) -> None:
+    """`api` checks the API tree alone, so a mount problem does not hide an API one;
+    `full-mix` adds blind `touch -d` into the past (issue 7's full-audit rule)."""
+    st = standard(group, seed=seed, mount=mount)
     assert st.mix is not None
     st.mix.blind_backdate = blind_backdate
     wait_converged(st, 30, what="after the initial snapshot")
