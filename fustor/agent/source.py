@@ -258,5 +258,5 @@ def is_mountpoint(path: str) -> bool:
 
 def hub_key(config: SourceConfig) -> tuple[object, ...]:
     """Two source configs with equal keys can share a hub."""
-    return (os.path.abspath(config.uri), config.driver_params)
+    return (os.path.realpath(config.uri), config.driver_params)
 
