@@ -4,8 +4,10 @@ API tree and through the mount. Replay a failure with FUSTOR_E2E_SEED=<seed>."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from e2e_harness import ProcGroup
+from e2e_harness import ProcGroup, wait_until
 from e2e_setup import standard, wait_converged
 
 pytestmark = pytest.mark.fuse
@@ -43,3 +45,25 @@ def test_random_operations_converge_long(group: ProcGroup, seed: int) -> None:
     for round_ in range(6):
         st.mix.run(1000, pause=0.002 if round_ % 2 else 0.0)
         wait_converged(st, 120, what=f"after round {round_ + 1} of 1000 operations")
+
+
+def test_non_utf8_names_round_trip_to_the_mount(group: ProcGroup) -> None:
+    """DESIGN §3: names that are not UTF-8 survive the round trip to the mount byte for byte,
+    also as directories that are looked up and listed (not only as listed names)."""
+    st = standard(group, mount=False)
+    real = os.fsencode(st.sources[0].real)
+    d = os.path.join(real, b"caf\xe9dir")
+    os.mkdir(d)
+    with open(os.path.join(d, b"inner\xff.dat"), "wb") as f:
+        f.write(b"12345")
+    path = os.fsdecode(b"/caf\xe9dir/inner\xff.dat")
+    wait_until(lambda: any(c["path"] == path for c in
+                           (st.api.tree("/", recursive=True)["entry"].get("children") or [])
+                           for c in ([c] + (c.get("children") or []))), 15,
+               "the non-UTF-8 names in the API tree")
+    mnt = group.base / "mnt"
+    st.cluster.start_mount(mnt)
+    bmnt = os.fsencode(mnt)
+    assert b"caf\xe9dir" in os.listdir(bmnt)
+    assert os.listdir(os.path.join(bmnt, b"caf\xe9dir")) == [b"inner\xff.dat"]
+    assert os.stat(os.path.join(bmnt, b"caf\xe9dir", b"inner\xff.dat")).st_size == 5
