@@ -153,6 +153,9 @@ async def test_snapshot_realtime_and_find(tmp_path: Path, nursery: trio.Nursery)
                 break
             await trio.sleep(0.1)
     assert status["directories"] == 4 and status["faults"] == []
+    # The sentinel runs on Fusion's interval against Fusion's own target list.
+    await wait_until(lambda: "sentinel" in agent.status()["pipes"]["p"]["scans"], 10)
+    assert agent.status()["pipes"]["p"]["scans"]["sentinel"]["entries"] >= 1
     await api.http.aclose()
 
 
