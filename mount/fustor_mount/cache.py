@@ -48,17 +48,20 @@ class TTLCache(Generic[K, V]):
         if self.ttl <= 0:
             return
         self.discard(key)
-        self._items[key] = (self._clock() + self.ttl, value, weight)
+        now = self._clock()
+        self._items[key] = (now + self.ttl, value, weight)
         self.weight += weight
         if self.weight > self.max_weight:
             self._trim()
+        self._expire(now, 4)
 
     def put_many(self, pairs: list[tuple[K, V]]) -> None:
         """Like put() for each pair (weight 1), with one clock read: pages hold thousands."""
         if self.ttl <= 0:
             return
         items = self._items
-        until = self._clock() + self.ttl
+        now = self._clock()
+        until = now + self.ttl
         added = 0
         for key, value in pairs:
             old = items.pop(key, None)
@@ -69,6 +72,20 @@ class TTLCache(Generic[K, V]):
         self.weight += added
         if self.weight > self.max_weight:
             self._trim()
+        self._expire(now, 2 * len(pairs) + 4)
+
+    def _expire(self, now: float, limit: int) -> None:
+        """Drop up to `limit` expired items from the front, so memory held by a walk of a big
+        tree comes back once its entries expire (not only when the bound is reached)."""
+        items = self._items
+        while limit > 0 and items:
+            key = next(iter(items))
+            item = items[key]
+            if item[0] > now:
+                return
+            del items[key]
+            self.weight -= item[2]
+            limit -= 1
 
     def discard(self, key: K) -> None:
         old = self._items.pop(key, None)

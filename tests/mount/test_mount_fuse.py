@@ -105,6 +105,8 @@ async def test_listing_find_stat_xattrs_and_errors(tmp_path: Path) -> None:
         await agent.snapshot(TREE)
         mnt = tmp_path / "mnt"
         async with mounted(mnt, fusion.api_url, tmp_path):
+            # A name that is not UTF-8, looked up before any listing: bytes survive the trip.
+            assert (await fs(os.stat, os.fsencode(mnt) + b"/caf\xe9.bin")).st_size == 7
             assert sorted(await fs(os.listdir, mnt)) == sorted(["a", "top.dat", "café.bin".replace("é", "\udce9"), "many"])
             assert b"caf\xe9.bin" in await fs(os.listdir, os.fsencode(mnt))
             out = await fs(lambda: subprocess.run(

@@ -94,6 +94,9 @@ def test_ttl_cache_expires_and_stays_bounded() -> None:
     assert pages.get("big") is None and pages.get("more") == 3 and pages.weight <= 1000
     pages.put("more", 4, weight=10)
     assert pages.weight == 160
+    clock.t += 11  # expired items leave as new ones come, without being asked for
+    pages.put("new", 5, weight=3)
+    assert len(pages) == 1 and pages.weight == 3
     off: TTLCache[str, int] = TTLCache(0.0, 10, clock=clock)
     off.put("a", 1)
     assert off.get("a") is None
