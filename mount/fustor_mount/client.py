@@ -106,9 +106,12 @@ class FusionClient:
         await self.aclose()
 
     # ------------------------------------------------------------------ requests
-    async def _get(self, url: str) -> dict[str, Any]:
+    async def _get(self, url: str, *, anonymous: bool = False) -> dict[str, Any]:
         try:
-            r = await self._http.get(url)
+            req = self._http.build_request("GET", url)
+            if anonymous:
+                req.headers.pop("X-API-Key", None)
+            r = await self._http.send(req)
         except httpx.TimeoutException as exc:
             raise self._unavailable(
                 f"Fusion at {self.url} did not answer in time ({type(exc).__name__})"
@@ -179,8 +182,9 @@ class FusionClient:
         return await self._get(f"{self._vbase}/stats?allow_partial=true")
 
     async def management_views(self) -> list[str]:
-        """Ids of the views Fusion serves (management API: loopback or management key)."""
-        body = await self._get(f"{API}/management/views")
+        """Ids of the views Fusion serves. The management API refuses view keys; without a
+        key it answers loopback clients (when Fusion has no management key)."""
+        body = await self._get(f"{API}/management/views", anonymous=True)
         views = body.get("views")
         if isinstance(views, Mapping):
             return [str(v) for v in views]

@@ -256,14 +256,18 @@ async def test_not_ready_view_crash_recovery_and_detach(tmp_path: Path) -> None:
         finally:
             await fs(m.stop)
 
-        # -D: the command returns once mounted; the daemon has a pid file for its mountpoint.
+        # Configured once in $FUSTOR_HOME/mount.yaml (no view: the only readable one is used),
+        # `fustor-mount MOUNTPOINT -D` returns once mounted, with a pid file for its mountpoint.
+        (tmp_path / "mount.yaml").write_text(f"url: {fusion.api_url}\napi_key: {READ_KEY}\n")
         env = dict(os.environ, FUSTOR_HOME=str(tmp_path))
+        env.pop("FUSTOR_API_KEY", None)
         r = await fs(lambda: subprocess.run(
-            [sys.executable, "-m", "fustor_mount", str(mnt), "--url", fusion.api_url, "--view", VIEW,
-             "--api-key", READ_KEY, "-D"], env=env, capture_output=True, text=True, timeout=60))
+            [sys.executable, "-m", "fustor_mount", str(mnt), "-D"], env=env, capture_output=True,
+            text=True, timeout=60))
         try:
             assert r.returncode == 0, r.stderr
-            assert await fs(os.path.ismount, mnt) and "mounted view" in r.stdout
+            assert await fs(os.path.ismount, mnt) and f"mounted view {VIEW}" in r.stdout
+            assert await fs(os.getxattr, mnt, "user.fustor.view") == VIEW.encode()
             pidf = next(iter(await fs(lambda: list(tmp_path.glob("mount-*.pid")))))
             pid = int(pidf.read_text())
             # A second one on the same mountpoint refuses.

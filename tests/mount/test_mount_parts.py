@@ -179,6 +179,8 @@ async def test_client_maps_transport_errors_and_bad_bodies() -> None:
 async def test_client_view_discovery() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         if req.url.path == "/api/v1/management/views":
+            # Fusion refuses view keys there; without a key it answers loopback clients.
+            assert "X-API-Key" not in req.headers
             return httpx.Response(200, json={"views": [{"id": "a"}, {"id": "b"}]})
         if req.url.path == "/api/v1/views/a/stats":
             return httpx.Response(200, json={"entries": 1})
