@@ -103,6 +103,7 @@ class FustorOperations(pyfuse3.Operations):
         self.meta: dict[str, Any] | None = None  # the last response meta (root xattrs)
         self._meta_at = float("-inf")
         self.partial: bool | None = None
+        self._refused = False
 
     # ------------------------------------------------------------------ errno boundary
     @contextmanager
@@ -117,7 +118,9 @@ class FustorOperations(pyfuse3.Operations):
             log.debug("%s %s: %s → EIO", op, what, exc)
             raise FUSEError(errno.EIO) from exc
         except (AuthError, ScopeError) as exc:
-            log.warning("%s %s: Fusion refused the key: %s → EACCES", op, what, exc)
+            if not self._refused:  # once, not once per request
+                self._refused = True
+                log.warning("%s %s: Fusion refused the key: %s → EACCES", op, what, exc)
             raise FUSEError(errno.EACCES) from exc
         except FustorError as exc:
             log.warning("%s %s: %s → EIO", op, what, exc)

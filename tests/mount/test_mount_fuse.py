@@ -104,7 +104,7 @@ async def test_listing_find_stat_xattrs_and_errors(tmp_path: Path) -> None:
         await agent.open()
         await agent.snapshot(TREE)
         mnt = tmp_path / "mnt"
-        async with mounted(mnt, fusion.api_url, tmp_path):
+        async with mounted(mnt, fusion.api_url, tmp_path) as m:
             # A name that is not UTF-8, looked up before any listing: bytes survive the trip.
             assert (await fs(os.stat, os.fsencode(mnt) + b"/caf\xe9.bin")).st_size == 7
             assert sorted(await fs(os.listdir, mnt)) == sorted(["a", "top.dat", "café.bin".replace("é", "\udce9"), "many"])
@@ -150,6 +150,9 @@ async def test_listing_find_stat_xattrs_and_errors(tmp_path: Path) -> None:
             assert sv.f_files >= len(TREE) and sv.f_ffree == 0
             mounts = await fs(Path("/proc/self/mounts").read_text)
             assert f"fustor:{VIEW} {mnt} fuse.fustor ro," in mounts
+            # `fusermount3 -u` by the user ends the process cleanly (exit 0, checked on exit).
+            await trio.run_process(["fusermount3", "-u", str(mnt)])
+            await fs(m.proc.wait, 15)
         await agent.aclose()
 
 
