@@ -83,6 +83,7 @@ class FusionClient:
         self._vbase = ""
         self.use_view(view)
         self._down = False  # log reachability once per change, not once per request
+        self.mounted = False  # before mounting, the CLI reports errors itself
 
     def use_view(self, view: str) -> None:
         self.view = view
@@ -136,7 +137,7 @@ class FusionClient:
         return body
 
     def _unavailable(self, message: str) -> UnavailableError:
-        if not self._down:
+        if not self._down and self.mounted:
             self._down = True
             log.warning("%s; filesystem calls that need Fusion fail with EIO until it is back", message)
         return UnavailableError(message)

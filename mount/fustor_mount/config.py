@@ -165,8 +165,10 @@ def load_mount_config(args: argparse.Namespace, env: Mapping[str, str] | None = 
                 own[name] = float(value)
             except ValueError:
                 raise ConfigError(f"-o {name}: expected seconds, got {value!r}") from None
+        elif name == "rw":
+            raise ConfigError("-o rw: the mount is read-only (Fusion holds metadata only)")
         elif name in REFUSED_OPTIONS:
-            raise ConfigError(f"-o {o}: fustor-mount sets {name} itself (read-only, fsname=fustor:<view>, subtype fustor)")
+            raise ConfigError(f"-o {o}: fustor-mount sets {name} itself (fsname=fustor:<view>, subtype=fustor)")
         elif name and o not in fuse_opts:
             fuse_opts.append(o)
 

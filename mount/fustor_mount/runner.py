@@ -106,6 +106,7 @@ async def serve_mount(
     client = FusionClient(cfg.url, cfg.view or "", cfg.api_key, timeout=cfg.timeout_sec,
                           connect_timeout=cfg.connect_timeout_sec)
     async with client:
+        await trio.to_thread.run_sync(prepare_mountpoint, cfg.mountpoint)
         view = cfg.view or await choose_view(client)
         client.use_view(view)
         await client.stats()  # a wrong URL, key or view fails here, before mounting
@@ -114,12 +115,12 @@ async def serve_mount(
             finder = RealtimeFinder(client, wait=cfg.find_wait_sec, rate=cfg.find_rate,
                                     burst=cfg.find_burst)
         ops = FustorOperations(client, cfg.cache, finder=finder)
-        await trio.to_thread.run_sync(prepare_mountpoint, cfg.mountpoint)
         options = cfg.fuse_options(view)
         try:
             pyfuse3.init(ops, cfg.mountpoint, options)
         except RuntimeError as exc:
             raise MountError(f"cannot mount {cfg.mountpoint} with options {sorted(options)}: {exc}") from exc
+        client.mounted = True
         try:
             log.info("mounted view %s of %s at %s (options %s, realtime find %s)", view, cfg.url,
                      cfg.mountpoint, ",".join(sorted(options)), "on" if finder else "off")
