@@ -53,10 +53,11 @@ class CacheConfig:
     entry_timeout: float = 10.0  # kernel + our cache: how long a name → entry answer is trusted
     attr_timeout: float = 10.0  # kernel + our cache: how long attributes are trusted
     negative_timeout: float = 2.0  # how long "no such name" is trusted (kernel + ours)
-    # How long a listing page is reused by the next readdir. Longer than the attributes: a
-    # walk of a big tree (find, du) comes back to a directory long after it first listed it,
-    # and a listing is the expensive request. Names looked up explicitly are not affected.
-    dir_timeout: float = 60.0
+    # How long a listing page (names and the children's attributes) is reused by the next
+    # readdir. Like attr_timeout by default, so `ls` is as fresh as `stat`; a second walk of a
+    # tree bigger than one timeout's worth of listing needs longer timeouts to be served from
+    # the cache (e.g. -o attr_timeout=120, which dir_timeout follows).
+    dir_timeout: float = 10.0
     page_size: int = 5000  # children per listing request
     max_entries: int = 2_000_000  # bound on cached entries, each of attrs and listings (~0.7 kB each)
     stats_timeout: float = 5.0  # statfs and the root's view state
