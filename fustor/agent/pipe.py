@@ -20,7 +20,7 @@ import trio
 
 from fustor import paths
 from fustor.agent.audit import AuditCache
-from fustor.agent.scanner import ScanResult, run_scan, unwrap_group
+from fustor.agent.scanner import ScanResult, run_scan
 from fustor.agent.sender import (
     RETRYABLE,
     Batcher,
@@ -30,6 +30,7 @@ from fustor.agent.sender import (
 )
 from fustor.agent.sentinel import run_sentinel
 from fustor.agent.source import RealtimeBuffer, SourceHub
+from fustor.agent.walk import unwrap_group
 from fustor.backoff import Backoff
 from fustor.config import AgentConfig, AgentPipeConfig
 from fustor.errors import (

@@ -15,7 +15,8 @@ from collections import deque
 
 import trio
 
-from fustor.agent.scanner import compile_excludes, unwrap_group
+from fustor.agent.scanner import compile_excludes
+from fustor.agent.walk import unwrap_group
 from fustor.agent.watcher import Watcher, WatchStats
 from fustor.config import SourceConfig
 

@@ -42,7 +42,8 @@ from fustor.agent.inotify import (
     RawEvent,
     WatchLimitError,
 )
-from fustor.agent.scanner import Sink, Walker, compile_excludes
+from fustor.agent.scanner import compile_excludes
+from fustor.agent.walk import Sink, Walker
 
 log = logging.getLogger(__name__)
 
