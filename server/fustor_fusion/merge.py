@@ -224,6 +224,8 @@ class PipeTree(Tree):
                      if p.startswith(pre)]
         self._forget(src, is_dir)
         self._forget(dst, True)
+        # rename(2) replaces what was at dst, a directory too (put would keep its children)
+        self.remove(dst)
         self.attach(dst, _with_confirmed(node, now), now)
         if self.tombstones:
             self._untomb(dst)

@@ -173,3 +173,18 @@ def test_root_row_sets_root_attrs_and_is_not_counted() -> None:
     assert root["child_count"] == 1 and v.stats()["entries"] == 1
     v.apply("p1", [delete("/")])                  # the source root cannot be removed
     assert v.node("/a") is not None
+
+
+def test_move_directory_over_an_existing_directory_replaces_it() -> None:
+    # rename(2) of a directory onto an (empty) directory: the moved subtree takes its place
+    v, _ = make_view()
+    v.apply("p1", [dir_("/a", mtime=T0 + 1), dir_("/a/sub"), file("/a/sub/f", size=3),
+                   file("/a/g", size=4), dir_("/b", mtime=T0 + 2), file("/b/stale", size=5)])
+    v.apply("p1", [move("/a", "/b")])
+    assert v.node("/a") is None and v.node("/b/stale") is None
+    b = v.node("/b")
+    assert b is not None and b["mtime"] == T0 + 1 and b["child_count"] == 2
+    assert v.node("/b/sub/f")["size"] == 3  # type: ignore[index]
+    assert v.node("/b/g")["size"] == 4  # type: ignore[index]
+    s = v.stats()
+    assert (s["entries"], s["files"], s["directories"], s["total_size"]) == (4, 2, 2, 7)
