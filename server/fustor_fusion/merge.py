@@ -418,7 +418,8 @@ class PipeTree(Tree):
         info.update(finished=now, duration_sec=max(0.0, now - sc.started), ok=ev.ok,
                     errors=ev.errors, error=ev.error, reported_entries=ev.entries)
         self.finished[kind] = info
-        if kind == "snapshot":
+        if kind == "snapshot" and ev.ok:
+            # a failed one (source absent, unmounted) must not make an empty tree look served
             self.snapshot_done = True
         if kind in ("audit", "full_audit"):
             self.purge_tombstones(now)

@@ -273,8 +273,14 @@ class FusionState:
             state, reason = NO_LEADER, "no agent has connected for this pipe yet"
         else:
             state = SNAPSHOT
-            reason = ("the first snapshot is running" if leader is not None
-                      else "the first snapshot did not finish and no agent is connected")
+            failed = view.tree_of(pipe_id).finished.get("snapshot")
+            if leader is None:
+                reason = "the first snapshot did not finish and no agent is connected"
+            elif failed is not None and not view.snapshot_running(pipe_id):
+                reason = (f"the first snapshot failed ({failed['error'] or 'no reason given'}); "
+                          "waiting for the leader's retry")
+            else:
+                reason = "the first snapshot is running"
         return {"state": state, "leader": leader.agent_id if leader else None,
                 "stale": state == STALE, "sessions": sessions, "reason": reason}
 

@@ -71,8 +71,8 @@ def missing(scan: str, path: str) -> Missing:
     return Missing(scan=scan, path=path)
 
 
-def end(scan: str, ok: bool = True, entries: int = 0) -> ScanEnd:
-    return ScanEnd(scan=scan, ok=ok, entries=entries)
+def end(scan: str, ok: bool = True, entries: int = 0, error: str | None = None) -> ScanEnd:
+    return ScanEnd(scan=scan, ok=ok, entries=entries, error=error)
 
 
 def scan(scan_id: str, kind: str, rows: list[Upsert], *, dirs: list[str] = (),  # type: ignore[assignment]

@@ -412,3 +412,16 @@ def test_cp_p_recreation_after_delete_passes_the_tombstone_by_ctime() -> None:
     wm = v.tree_of("p1").tombstones["/f"][0]
     v.apply("p1", scan("a2", "audit", [file("/f", mtime=wm - 5000, ctime=wm - 1, size=9)]))
     assert v.node("/f") is None
+
+
+def test_a_failed_snapshot_does_not_make_the_pipe_ready() -> None:
+    # The agent ends a snapshot of an absent or unmounted source with ok=false (and retries)
+    # precisely so that the source never looks empty: Fusion must not serve it as ready.
+    v, _ = make_view()
+    v.apply("p1", [start("s1", "snapshot"), end("s1", ok=False)])
+    assert not v.snapshot_done("p1")
+    assert v.scan_progress("p1")["finished"]["snapshot"]["ok"] is False
+    v.apply("p1", scan("s2", "snapshot", [file("/x")]))
+    assert v.snapshot_done("p1")
+    v.apply("p1", [start("s3", "snapshot"), end("s3", ok=False)])   # once served, stays served
+    assert v.snapshot_done("p1")
