@@ -66,15 +66,16 @@ def create_app(state: FusionState) -> QuartTrio:
         body: dict[str, Any] = {"view": view.id, "path": path}
         if force:
             # A realtime find is the way out of "not ready" too (the guide's troubleshooting),
-            # so it answers whatever the readiness, with what the view knows so far.
-            body["job_id"] = state.start_find(view, path, recursive)
-            body["find_pending"] = True
+            # so it answers whatever the readiness, with what the view knows so far. The job
+            # starts only once the answer is known to be valid (a 400 must start nothing).
             meta = state.meta(view, allow_partial=True)
             try:
                 entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,
                                                only_path=only_path, limit=limit, cursor=cursor)
             except NotFoundError:
                 entry, next_cursor = None, None
+            body["job_id"] = state.start_find(view, path, recursive)
+            body["find_pending"] = True
         else:
             meta = state.meta(view, allow_partial=allow_partial)
             entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,

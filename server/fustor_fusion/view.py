@@ -234,11 +234,11 @@ class View:
             raise ProtocolError(f"max_depth: must be >= 0, got {max_depth}")
         if limit is not None and limit < 0:
             raise ProtocolError(f"limit: must be >= 0, got {limit}")
+        after = None if cursor is None else query.decode_cursor(cursor)
         hs = self._holders(path)
         if not hs:
             raise NotFoundError(f"path {path!r} is not in view {self.id!r}")
         depth = max_depth if recursive else min(1, 1 if max_depth is None else max_depth)
-        after = None if cursor is None else query.decode_cursor(cursor)
         cap = self.config.driver_params.max_tree_items
         budget = [cap - 1]
         entry = query.render(path, hs, only_path=only_path)

@@ -4,6 +4,7 @@ readiness (503 / allow_partial / stale), force_real_time jobs and the auth scope
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import pytest
@@ -257,3 +258,37 @@ async def test_unexpected_errors_are_500_json(ready: FusionState,
     monkeypatch.setattr(ready.views["v1"], "stats", boom)
     code, body, _ = await Client(ready).get(f"{V1}/stats")
     assert code == 500 and body["error"] == "InternalError"
+
+
+async def test_a_failed_first_snapshot_keeps_the_view_not_ready(state: FusionState) -> None:
+    c = Client(state)
+    state.sessions.create("pipe-1", agent_id="a")
+    state.sessions.create("pipe-2", agent_id="b")
+    snapshot(state, "pipe-2")
+    state.views["v1"].apply("pipe-1", [start("snap", "snapshot"),
+                                       end("snap", ok=False, error="root_missing")])
+    code, body, headers = await c.get(f"{V1}/tree")
+    assert code == 503 and headers["Retry-After"].isdigit()
+    assert body["pipes"] == {"pipe-1": {
+        "state": "snapshot",
+        "reason": "the first snapshot failed (root_missing); waiting for the leader's retry"}}
+
+
+async def test_force_real_time_with_a_bad_request_creates_no_job(ready: FusionState) -> None:
+    c = Client(ready)
+    for path in ("/data", "/not/yet/known"):
+        code, body, _ = await c.get(f"{V1}/tree", path=path, force_real_time="true", cursor="a")
+        assert code == 400 and "cursor" in body["message"]
+    assert ready.jobs.jobs == {}
+    data = config_dict()
+    data["views"]["v1"]["driver_params"]["max_tree_items"] = 3
+    small = FusionState(make_config(data))
+    for pipe in ("pipe-1", "pipe-2"):
+        small.sessions.create(pipe, agent_id=f"agent-{pipe}", host="h")
+        snapshot(small, pipe)
+    code, body, _ = await Client(small).get(f"{V1}/tree", path="/data", force_real_time="true")
+    assert code == 400 and "max_tree_items" in body["message"]
+    assert small.jobs.jobs == {}
+    for st in (ready, small):
+        for pipe in ("pipe-1", "pipe-2"):
+            assert st.sessions.leader_of(pipe).commands == deque()  # type: ignore[union-attr]
