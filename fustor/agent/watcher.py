@@ -5,21 +5,18 @@ report each touched directory's fresh attributes once (rule 0). A new directory 
 before it is listed, so files created right after `mkdir -p a/b/c` are not missed. Moves are
 paired by cookie (MOVED_FROM is always queued right before its MOVED_TO); an unpaired
 MOVED_FROM left the tree (Delete), an unpaired MOVED_TO came in (upsert of the subtree).
-Directories are a tree of small nodes (parent, name, wd), so moving a directory is O(1).
-When the watch quota is used up, the most recently modified directories keep their watches
-and the rest is left to audits; coverage is reported, the watcher never stops.
+The directories and their watches live in a WatchTree (watches.py): moving a directory is
+O(1); when the watch quota is used up, the most recently modified directories keep their
+watches and the rest is left to audits; coverage is reported, the watcher never stops.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
@@ -38,54 +35,18 @@ from fustor.agent.inotify import (
     IN_MOVED_TO,
     IN_Q_OVERFLOW,
     IN_UNMOUNT,
-    Inotify,
     RawEvent,
-    WatchLimitError,
 )
 from fustor.agent.scanner import compile_excludes
 from fustor.agent.walk import Sink, Walker
+from fustor.agent.watches import Node, WatchStats, WatchTree
+
+__all__ = ["Watcher", "WatchStats"]
 
 log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PAIR_WAIT = 0.05  # how long an unpaired MOVED_FROM at the end of a read waits for its pair
-
-
-class Node:
-    """A known directory. `wd` is None while it is not watched."""
-
-    __slots__ = ("parent", "name", "wd", "kids")
-
-    def __init__(self, parent: Node | None, name: str) -> None:
-        self.parent = parent
-        self.name = name
-        self.wd: int | None = None
-        self.kids: dict[str, Node] | None = None
-
-    def path(self) -> str:
-        parts: list[str] = []
-        n: Node | None = self
-        while n is not None and n.parent is not None:
-            parts.append(n.name)
-            n = n.parent
-        return "/" + "/".join(reversed(parts))
-
-    def child(self, name: str) -> Node:
-        kids = self.kids
-        if kids is None:
-            kids = self.kids = {}
-        node = kids.get(name)
-        if node is None:
-            node = kids[name] = Node(self, name)
-        return node
-
-
-@dataclass
-class WatchStats:
-    watched: int = 0
-    directories: int = 0
-    limited: bool = False
-    faults: set[str] = field(default_factory=set)
 
 
 class Watcher:
@@ -112,13 +73,7 @@ class Watcher:
         self._workers = workers
         self._limiter = limiter
         self._watch_limit = watch_limit
-        self._ino: Inotify | None = None
-        self._top = Node(None, "")
-        self._wd: dict[int, Node] = {}
-        self._ndirs = 1
-        self._heap: list[tuple[int, int]] = []   # (mtime ns, wd): eviction order when limited
-        self._heap_lock = threading.Lock()
-        self._limited = False
+        self._tree: WatchTree | None = None
         self._pending: dict[str, float] = {}      # path → when its "progress" row is due
         self._pending_changed = trio.Event()
         self.faults: set[str] = set()
@@ -126,22 +81,31 @@ class Watcher:
 
     # ------------------------------------------------------------------ status
     def stats(self) -> WatchStats:
-        return WatchStats(len(self._wd), self._ndirs, self._limited, set(self.faults))
+        if self._tree is None:
+            return WatchStats(faults=set(self.faults))
+        return self._tree.stats(self.faults)
 
     def _local(self, path: str) -> str:
         return self.root if path == "/" else self.root + path
 
+    @property
+    def tree(self) -> WatchTree:
+        assert self._tree is not None, "the watcher is not running"
+        return self._tree
+
     # ------------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Install the watches on the whole tree, report started, then map events forever."""
-        self._ino = ino = Inotify(limit=self._watch_limit)
+        self._tree = tree = WatchTree(self.root, exclude=self._exclude, workers=self._workers,
+                                      limiter=self._limiter, watch_limit=self._watch_limit)
+        ino = tree.ino
         try:
             t0 = time.monotonic()
-            await self._install(self._top)
-            if self._top.wd is None:
+            await tree.install()
+            if tree.top.wd is None:
                 self.faults.add("root_missing")
-            log.info("watching %s: %d of %d directories (%.1f s)", self.root, len(self._wd),
-                     self._ndirs, time.monotonic() - t0)
+            log.info("watching %s: %d of %d directories (%.1f s)", self.root, len(tree.wd),
+                     tree.ndirs, time.monotonic() - t0)
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._flush_progress_forever)
@@ -149,121 +113,8 @@ class Watcher:
                     await trio.lowlevel.wait_readable(ino.fd)
                     await self.handle(ino.read())
         finally:
-            ino.close()
-            self._ino = None
-
-    async def _install(self, top: Node) -> None:
-        """Watch `top` and every directory below it (watch first, then list)."""
-        walker: Walker[Node] = Walker(self._install_visit, _no_rows, workers=self._workers,
-                                      limiter=self._limiter, chunk=1 << 30)
-        await walker.run([top])
-
-    def _install_visit(self, node: Node, out: list[str]) -> list[Node]:
-        path = node.path()
-        try:
-            fd = os.open(self._local(path), _DIR_FLAGS)
-        except OSError:
-            return []
-        try:
-            mtime = os.fstat(fd).st_mtime_ns
-            self._watch(node, mtime)
-            subs: list[Node] = []
-            new = 0
-            prefix = "/" if path == "/" else path + "/"
-            with os.scandir(fd) as it:
-                for e in it:
-                    try:
-                        if not e.is_dir(follow_symlinks=False):
-                            continue
-                    except OSError:
-                        continue
-                    name = e.name
-                    if self._exclude(name, prefix + name):
-                        continue
-                    if node.kids is None or name not in node.kids:
-                        new += 1
-                    subs.append(node.child(name))
-            if new:
-                with self._heap_lock:
-                    self._ndirs += new
-            return subs
-        except OSError:
-            return []
-        finally:
-            os.close(fd)
-
-    def _watch(self, node: Node, mtime: int) -> None:
-        """Add the watch of `node`; when the quota is used up, take it from the least recently
-        modified watched directory if that one is older."""
-        ino = self._ino
-        assert ino is not None
-        local = self._local(node.path())
-        wd: int | None
-        try:
-            wd = ino.add_watch(local)
-        except WatchLimitError:
-            wd = self._evict_for(local, mtime)
-        except OSError:
-            wd = None
-        if wd is None:
-            return
-        node.wd = wd
-        self._wd[wd] = node
-        if self._limited and node.parent is not None:
-            with self._heap_lock:
-                heapq.heappush(self._heap, (mtime, wd))
-
-    def _evict_for(self, local: str, mtime: int) -> int | None:
-        ino = self._ino
-        assert ino is not None
-        with self._heap_lock:
-            if not self._limited:
-                self._limited = True
-                log.warning("inotify watch limit reached under %s: watching the most recently "
-                            "modified directories, audits cover the rest (raise "
-                            "fs.inotify.max_user_watches)", self.root)
-                # The eviction order is only kept once it is needed (it costs memory per
-                # directory): built now from the watched directories' current mtimes.
-                for w, n in list(self._wd.items()):
-                    if n.parent is not None:
-                        try:
-                            self._heap.append((os.lstat(self._local(n.path())).st_mtime_ns, w))
-                        except OSError:
-                            continue
-                heapq.heapify(self._heap)
-            while self._heap:
-                old_mtime, old_wd = self._heap[0]
-                victim = self._wd.get(old_wd)
-                if victim is None or victim.wd != old_wd:
-                    heapq.heappop(self._heap)      # stale entry
-                    continue
-                if old_mtime >= mtime:
-                    return None
-                heapq.heappop(self._heap)
-                ino.rm_watch(old_wd)
-                victim.wd = None
-                del self._wd[old_wd]
-                try:
-                    return ino.add_watch(local)
-                except WatchLimitError:
-                    continue     # another thread took the freed watch: evict the next one
-                except OSError:
-                    return None
-            return None
-
-    def _unwatch_tree(self, node: Node) -> None:
-        ino = self._ino
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            self._ndirs -= 1
-            if n.wd is not None:
-                self._wd.pop(n.wd, None)
-                if ino is not None:
-                    ino.rm_watch(n.wd)
-                n.wd = None
-            if n.kids:
-                stack.extend(n.kids.values())
+            tree.close()
+            self._tree = None
 
     # ------------------------------------------------------------------ events
     async def handle(self, events: list[RawEvent]) -> None:
@@ -276,11 +127,11 @@ class Watcher:
             i += 1
             self.events_seen += 1
             if ev.mask & IN_MOVED_FROM:
-                if i == len(events) and self._ino is not None:
+                if i == len(events) and self._tree is not None:
                     # Its MOVED_TO may sit in the next read: wait briefly for it.
                     with trio.move_on_after(_PAIR_WAIT):
-                        await trio.lowlevel.wait_readable(self._ino.fd)
-                    events.extend(self._ino.read())
+                        await trio.lowlevel.wait_readable(self._tree.ino.fd)
+                    events.extend(self._tree.ino.read())
                 nxt = events[i] if i < len(events) else None
                 if nxt is not None and nxt.mask & IN_MOVED_TO and nxt.cookie == ev.cookie:
                     i += 1
@@ -301,16 +152,11 @@ class Watcher:
             log.warning("inotify queue overflowed under %s: events were lost, rescanning",
                         self.root)
             self._rescan("overflow")
-            if self._ino is not None:
-                await self._install(self._top)   # pick up directories created meanwhile
+            await self.tree.install()   # pick up directories created meanwhile
             return
-        node = self._wd.get(ev.wd)
+        node = self.tree.wd.get(ev.wd)
         if mask & IN_IGNORED:
-            if self._ino is not None:
-                self._ino.forget(ev.wd)
-            if node is not None and node.wd == ev.wd:
-                self._wd.pop(ev.wd, None)
-                node.wd = None
+            self.tree.ignored(ev.wd)
             return
         if node is None:
             return
@@ -334,7 +180,7 @@ class Watcher:
             self._pending.pop(path, None)
             out.append(rows.delete(path))
             if isdir and node.kids and name in node.kids:
-                self._unwatch_tree(node.kids.pop(name))
+                self.tree.unwatch(node.kids.pop(name))
         elif mask & IN_CLOSE_WRITE:
             self._pending.pop(path, None)
             self._upsert(path, out, write="complete")
@@ -361,7 +207,7 @@ class Watcher:
 
     async def _moved(self, src: RawEvent, dst: RawEvent, out: list[str],
                      touched: dict[int, Node]) -> None:
-        sp, dp = self._wd.get(src.wd), self._wd.get(dst.wd)
+        sp, dp = self.tree.wd.get(src.wd), self.tree.wd.get(dst.wd)
         if sp is None:
             if dp is not None:
                 await self._one(dst, out, touched)
@@ -392,7 +238,7 @@ class Watcher:
                 await self._new_dir(dp, dname, out, moved_in=True)
                 return
             if dp.kids and dname in dp.kids:
-                self._unwatch_tree(dp.kids.pop(dname))   # replaced an (empty) directory
+                self.tree.unwatch(dp.kids.pop(dname))   # replaced an (empty) directory
             node.parent, node.name = dp, dname
             if dp.kids is None:
                 dp.kids = {}
@@ -402,7 +248,7 @@ class Watcher:
             self._upsert(dpath, out, write="complete")
 
     def _moved_out(self, ev: RawEvent, out: list[str], touched: dict[int, Node]) -> None:
-        node = self._wd.get(ev.wd)
+        node = self.tree.wd.get(ev.wd)
         if node is None:
             return
         name = os.fsdecode(ev.name)
@@ -414,12 +260,12 @@ class Watcher:
             del self._pending[p]
         out.append(rows.delete(path))
         if ev.mask & IN_ISDIR and node.kids and name in node.kids:
-            self._unwatch_tree(node.kids.pop(name))
+            self.tree.unwatch(node.kids.pop(name))
 
     async def _new_dir(self, parent: Node, name: str, out: list[str], *, moved_in: bool) -> None:
         """A directory appeared: watch it first, then report it and everything inside."""
         if parent.kids is None or name not in parent.kids:
-            self._ndirs += 1
+            self.tree.new_dirs(1)
         node = parent.child(name)
         write = "complete" if moved_in else None
         found: list[str] = []
@@ -439,7 +285,7 @@ class Watcher:
         try:
             st = os.fstat(fd)
             if node.wd is None:
-                self._watch(node, st.st_mtime_ns)
+                self.tree.watch(node, st.st_mtime_ns)
             out.append(rows.upsert(path, st))
             with os.scandir(fd) as it:
                 for e in it:
@@ -454,7 +300,7 @@ class Watcher:
                         continue
                     if stat.S_ISDIR(est.st_mode):
                         if node.kids is None or name not in node.kids:
-                            self._ndirs += 1
+                            self.tree.new_dirs(1)
                         subs.append(node.child(name))   # its own visit reports it, watched
                     else:
                         w = write if stat.S_ISREG(est.st_mode) else None
@@ -499,10 +345,6 @@ class Watcher:
 
 def _join(parent: str, name: str) -> str:
     return "/" + name if parent == "/" else f"{parent}/{name}"
-
-
-async def _no_rows(rows_: list[str]) -> None:
-    return None
 
 
 def _collect(into: list[str]) -> Sink:

@@ -271,7 +271,7 @@ async def test_find_losing_its_session_does_not_kill_the_pipe(
 
 async def test_watcher_failure_is_reported_and_retried(
         tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fustor.agent.watcher as watcher_mod
+    import fustor.agent.watches as watcher_mod
     real = watcher_mod.Inotify
     calls = [0]
 
