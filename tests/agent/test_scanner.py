@@ -225,3 +225,38 @@ async def test_scan_can_be_cancelled(tmp_path: Path) -> None:
     with trio.move_on_after(0.08):
         await run_scan(str(tmp_path), slow, kind="snapshot", workers=2, chunk=2)
     assert rec.rows[-1]["op"] == "scan_end" and rec.rows[-1]["ok"] is False
+
+
+async def test_files_vanishing_between_listing_and_lstat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(5):
+        (tmp_path / f"keep{i}").write_bytes(b"1")
+        (tmp_path / f"gone{i}").write_bytes(b"1")
+    real = os.scandir
+
+    class Vanishing:
+        """Deletes each gone* entry after the directory listed it, before it is stat'ed."""
+
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+            self.it = real(fd)
+
+        def __enter__(self) -> Vanishing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.it.close()
+
+        def __iter__(self) -> Any:
+            for e in self.it:
+                if e.name.startswith("gone"):
+                    os.unlink(e.name, dir_fd=self.fd)
+                yield e
+
+    monkeypatch.setattr(os, "scandir", Vanishing)
+    rec = Recorder()
+    res = await run_scan(str(tmp_path), rec.sink, kind="snapshot", workers=1)
+    assert res.ok and res.vanished == 5 and res.errors == 0
+    assert rec.paths() == {"/"} | {f"/keep{i}" for i in range(5)}
+    # The listing itself was complete: the directory still gets its DirDone.
+    assert [r["path"] for r in rec.ops("dir_done")] == ["/"]
