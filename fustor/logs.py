@@ -12,6 +12,10 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MAX_BYTES = 20 * 1024 * 1024
 BACKUPS = 5
 
+# Libraries that log every request at INFO (an agent's heartbeats and batches, the mount's
+# lookups): only their warnings, unless the level is DEBUG.
+CHATTY = ("httpx", "httpcore", "hpack")
+
 # The handler we installed last, so a second call (reload, tests) replaces it instead of
 # stacking another one and logging every line twice.
 _installed: logging.Handler | None = None
@@ -35,10 +39,13 @@ def setup_logging(level: str = "INFO", *, file: str | Path | None = None) -> Non
         root.removeHandler(_installed)
         _installed.close()
     root.addHandler(handler)
-    root.setLevel(level.upper())
     _installed = handler
+    set_level(level)
 
 
 def set_level(level: str) -> None:
     """Change the level without touching the handler (used on reload)."""
-    logging.getLogger().setLevel(level.upper())
+    level = level.upper()
+    logging.getLogger().setLevel(level)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)

@@ -29,6 +29,8 @@ def restore_root_logger() -> Iterator[None]:
         logs._installed = None
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name in logs.CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def test_file_logging_rotates_and_replaces_its_handler(
@@ -50,6 +52,15 @@ def test_file_logging_rotates_and_replaces_its_handler(
     assert root.level == logging.WARNING
     logs.set_level("info")
     assert root.level == logging.INFO
+
+
+def test_request_logs_of_http_libraries_only_at_debug(restore_root_logger: None) -> None:
+    logs.setup_logging("INFO")
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("fustor.agent").isEnabledFor(logging.INFO)
+    logs.set_level("DEBUG")  # a reload to DEBUG shows them again
+    assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
 
 
 def test_long_option_enables_long_tests(tmp_path: Path) -> None:
