@@ -272,7 +272,8 @@ async def run_scan(
                 await sink([row])
                 if is_dir:
                     walker = Walker(lister.visit, sink, workers=workers, limiter=limiter,
-                                    chunk=chunk, count=lambda: counts.entries)
+                                    chunk=chunk,
+                                    count=lambda: counts.entries + counts.dirs + counts.skipped)
                     lister.spill = walker.spill
                     lister.spill_at = max(4 * chunk, 256)
                     with unwrap_group():
