@@ -140,6 +140,8 @@ class _Cli:
             )
             return 1
         level, log_file = logging_of(config)
+        if log_file:  # before -D moves to '/'
+            log_file = str(Path(log_file).expanduser().absolute())
         try:
             if self.args.daemon:
                 daemon.detach(self.pid_file, daemon.log_path(self.role))  # returns in the daemon
