@@ -42,6 +42,10 @@ class Fake:
         assert r.status_code == 201, r.text
         return str(r.json()["session_id"])
 
+    def close(self) -> None:
+        self.rx.close()
+        self.api.close()
+
     def alive(self) -> None:
         r = self.rx.post(f"/api/v1/pipe/sessions/{self.sid}/heartbeat",
                          headers={"X-API-Key": PUSH1}, json={"status": {}})
@@ -92,6 +96,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
                              receiver_extra={"max_batch_events": MAX_EVENTS,
                                              "max_batch_bytes": MAX_BYTES})
         f = Fake(cluster)
+        group.defer(f.close)
         rows = [{"op": "scan_start", "scan": "s1", "kind": "snapshot", "path": "/",
                  "recursive": True},
                 {"op": "upsert", "path": "/a", "scan": "s1", **attrs("dir", 4096)},
