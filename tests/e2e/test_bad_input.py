@@ -146,6 +146,14 @@ def test_session_requests_refused(fake: Fake) -> None:
                             headers={"X-API-Key": PUSH1}), 404, 410)
     _clear_4xx(fake.rx_get(f"{url}/{fake.sid}/commands", params={"after": "x", "wait": 0},
                            headers={"X-API-Key": PUSH1}), 400, 422)
+    for method, sub in [("GET", "commands"), ("GET", "sentinel"), ("POST", "heartbeat"),
+                        ("DELETE", "")]:
+        target = f"{fake.rx_url}{url}/{fake.sid}" + (f"/{sub}" if sub else "")
+        _clear_4xx(httpx.request(method, target, timeout=10.0, params={"wait": 0}), 401)
+        _clear_4xx(httpx.request(method, target, timeout=10.0, params={"wait": 0},
+                                 headers={"X-API-Key": PUSH2}), 403, 404, 410)
+        _clear_4xx(httpx.request(method, target, timeout=10.0, params={"wait": 0},
+                                 headers={"X-API-Key": VIEW_KEY}), 401, 403)
     assert fake.tree() == before
 
 
