@@ -121,12 +121,9 @@ class FusionClient:
         except ValueError:
             if resp.text:
                 message = f"HTTP {status}: {resp.text[:200]}"
-        if status >= 500:
+        if status >= 500:   # 503 (not ready) included: Fusion trouble, retried
             raise UnavailableError(f"{self.url}: {message}", status=status)
-        cls = ERRORS_BY_STATUS.get(status, ProtocolError)
-        if cls is UnavailableError or status == 503:
-            raise UnavailableError(f"{self.url}: {message}", status=status)
-        err = cls(message)
+        err = ERRORS_BY_STATUS.get(status, ProtocolError)(message)
         err.details.update(details)
         err.details["status"] = status
         raise err
