@@ -206,33 +206,35 @@ class PipeTree(Tree):
     def _rt_delete(self, path: str, now: float, wm: float) -> None:
         old = self.remove(path)
         self._tomb(path, wm, now)
-        self._forget(path, type(old) is Dir)
+        self._forget(path, old)
 
     def _rt_move(self, src: str, dst: str, now: float, wm: float) -> None:
         node = self.detach(src)
         self._tomb(src, wm, now)
         if node is None:
-            self._forget(src, False)
+            self._forget(src, None)
             return          # unknown source: the agent's upserts for dst bring the data
-        is_dir = type(node) is Dir
+        subtree = type(node) is Dir and bool(node.children)
         # The moved entry itself was renamed into place (its suspect mark clears, rule 1);
         # suspects below a moved directory follow it.
         moved: list[tuple[str, float]] = []
-        if is_dir and self.suspects:
+        if subtree and self.suspects:
             pre = src + "/"
             moved = [(dst + p[len(src):], m) for p, (_, m) in self.suspects.items()
                      if p.startswith(pre)]
-        self._forget(src, is_dir)
-        self._forget(dst, True)
+        self._forget(src, node)
         # rename(2) replaces what was at dst, a directory too (put would keep its children)
-        self.remove(dst)
-        self.attach(dst, _with_confirmed(node, now), now)
+        self._forget(dst, self.remove(dst))
+        node = _with_confirmed(node, now)
+        self.attach(dst, node, now)
         if self.tombstones:
             self._untomb(dst)
-            if is_dir:
-                pre = dst + "/"
-                for p in [p for p in self.tombstones if p.startswith(pre)]:
-                    del self.tombstones[p]
+            if subtree:
+                # every path of the moved subtree exists now (rule 1: no tombstone); walking
+                # it costs what attaching it did, where scanning the tombstones would not
+                tombs = self.tombstones
+                for p, _ in self.walk(dst, node):
+                    tombs.pop(p, None)
         for p, m in moved:
             self._mark_suspect(p, m)
 
@@ -404,7 +406,7 @@ class PipeTree(Tree):
         if node is None or _unpack_from(rec_of(node))[I_CONFIRMED] > sc.started:
             return
         self.remove(path)
-        self._forget(path, type(node) is Dir)
+        self._forget(path, node)
         self._blind(self.bs_deleted, path, now)
         sc.removed += 1
 
@@ -488,8 +490,11 @@ class PipeTree(Tree):
             del self.tombstones[p]
         return len(old)
 
-    def _forget(self, path: str, subtree: bool) -> None:
-        """Clear the suspect and blind-spot marks of `path` (and below it)."""
+    def _forget(self, path: str, gone: Node | None) -> None:
+        """Clear the suspect and blind-spot marks of `path`, and below it when `gone` (what
+        was removed from `path`) had children. Only then are the marks scanned: a rename or
+        an `rm -rf` (children deleted first) must not cost O(marks) per row."""
+        subtree = type(gone) is Dir and bool(gone.children)
         for marks in (self.suspects, self.bs_added, self.bs_deleted):
             if marks:
                 marks.pop(path, None)

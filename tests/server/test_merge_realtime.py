@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusion_rows import T0, delete, dir_, file, make_view, move, up
+from fusion_rows import T0, delete, dir_, file, make_view, move, scan, up
 
 
 def test_upsert_creates_entry_with_exact_api_json() -> None:
@@ -188,3 +188,26 @@ def test_move_directory_over_an_existing_directory_replaces_it() -> None:
     assert v.node("/b/g")["size"] == 4  # type: ignore[index]
     s = v.stats()
     assert (s["entries"], s["files"], s["directories"], s["total_size"]) == (4, 2, 2, 7)
+
+
+def test_move_destination_keeps_tombstones_of_paths_the_move_did_not_bring() -> None:
+    v, _ = make_view()
+    v.apply("p1", [dir_("/d"), file("/d/x"), file("/d/y"), delete("/d/y"), delete("/d"),
+                   dir_("/s"), file("/s/x")])
+    v.apply("p1", [move("/s", "/d")])
+    t = v.tree_of("p1")
+    assert "/d/x" not in t.tombstones and "/d/y" in t.tombstones
+    # a scan row for /d/y listed before its delete is still refused
+    v.apply("p1", scan("a", "audit", [file("/d/y", mtime=T0)]))
+    assert v.node("/d/y") is None and v.node("/d/x") is not None
+
+
+def test_deleting_an_empty_directory_keeps_marks_elsewhere() -> None:
+    v, _ = make_view()
+    v.apply("p1", [dir_("/e"), file("/e2/f", write="progress"), file("/e/g", write="progress"),
+                   delete("/e/g"), delete("/e"), move("/e2/f", "/e3")])
+    t = v.tree_of("p1")
+    assert list(t.suspects) == []
+    v.apply("p1", [file("/k/a", write="progress"), file("/k/b", write="progress"),
+                   dir_("/j"), move("/k", "/j")])
+    assert sorted(t.suspects) == ["/j/a", "/j/b"]
