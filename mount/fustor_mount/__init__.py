@@ -1,0 +1,1 @@
+"""fustor-mount: a Fusion view as a read-only FUSE filesystem (entry point: cli.py)."""

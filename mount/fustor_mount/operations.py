@@ -1,10 +1,7 @@
 """The read-only filesystem: pyfuse3 operations over a view, and the one place where failures
 become errno values (`_errors`): FUSEError passes through, NotFoundError → ENOENT, Fusion
 unreachable / 5xx / not ready / bad answers → EIO, a refused key → EACCES.
-
-Reading file content is not possible (Fusion holds metadata only): `open` fails with
-EOPNOTSUPP ("Operation not supported"), which tools print as is, instead of EACCES, which
-would look like a permission problem. Anything that writes fails with EROFS.
+Content and writes: see readonly.py.
 """
 
 from __future__ import annotations
@@ -41,11 +38,11 @@ from fustor_mount.entries import (
 )
 from fustor_mount.finder import RealtimeFinder
 from fustor_mount.inodes import ROOT, InodeTable
+from fustor_mount.readonly import ReadOnlyOperations
 
 log = logging.getLogger(__name__)
 
 FUSEError = pyfuse3.FUSEError
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ class _DirHandle:
         self.next_cursor: str | None = None
 
 
-class FustorOperations(pyfuse3.Operations):
+class FustorOperations(ReadOnlyOperations):
     supports_dot_lookup = True
     enable_writeback_cache = False
     enable_acl = False
@@ -344,54 +341,6 @@ class FustorOperations(pyfuse3.Operations):
             value = e.xattr(name)
             assert value is not None
             return value
-
-    # ------------------------------------------------------------------ content and writes
-    async def open(self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & _WRITE_FLAGS:
-            raise FUSEError(errno.EROFS)
-        raise FUSEError(errno.EOPNOTSUPP)
-
-    async def access(self, inode: pyfuse3.InodeT, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        if mode & os.W_OK:
-            raise FUSEError(errno.EROFS)
-        return True
-
-    async def setattr(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise FUSEError(errno.EROFS)
-
-    async def mknod(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise FUSEError(errno.EROFS)
-
-    async def mkdir(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise FUSEError(errno.EROFS)
-
-    async def unlink(self, *args: Any) -> None:
-        raise FUSEError(errno.EROFS)
-
-    async def rmdir(self, *args: Any) -> None:
-        raise FUSEError(errno.EROFS)
-
-    async def symlink(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise FUSEError(errno.EROFS)
-
-    async def rename(self, *args: Any) -> None:
-        raise FUSEError(errno.EROFS)
-
-    async def link(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise FUSEError(errno.EROFS)
-
-    async def create(self, *args: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise FUSEError(errno.EROFS)
-
-    async def write(self, *args: Any) -> int:
-        raise FUSEError(errno.EROFS)
-
-    async def setxattr(self, *args: Any) -> None:
-        raise FUSEError(errno.EROFS)
-
-    async def removexattr(self, *args: Any) -> None:
-        raise FUSEError(errno.EROFS)
-
 
 # The root of a view that holds nothing yet (no pipe has sent its root).
 _EMPTY_ROOT = Entry("", "dir", mode=0o555)
