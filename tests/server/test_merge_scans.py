@@ -342,8 +342,8 @@ def test_only_a_snapshot_makes_the_pipe_ready() -> None:
 
 
 def test_blind_spot_lists_are_bounded_keeping_the_newest(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import fustor_fusion.merge as merge
-    monkeypatch.setattr(merge, "BLIND_SPOT_CAP", 3)
+    import fustor_fusion.marks as marks
+    monkeypatch.setattr(marks, "BLIND_SPOT_CAP", 3)
     v, clk = make_view()
     v.apply("p1", scan("a", "audit", [file(f"/f{i}") for i in range(5)]))
     assert [x["path"] for x in v.blind_spots()["additions"]] == ["/f2", "/f3", "/f4"]

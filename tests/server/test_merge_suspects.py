@@ -94,7 +94,7 @@ def test_sentinel_targets_recent_files_newest_first() -> None:
 
 
 def test_recent_structure_is_bounded() -> None:
-    from fustor_fusion.merge import RECENT_CAP
+    from fustor_fusion.marks import RECENT_CAP
     v, clk = make_view()
     rows = [file(f"/f{i}", mtime=clk.w - 20000 + i) for i in range(RECENT_CAP + 10)]
     v.apply("p1", rows)
