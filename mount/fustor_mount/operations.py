@@ -254,6 +254,7 @@ class FustorOperations(ReadOnlyOperations):
         if h is None:
             raise FUSEError(errno.EBADF)
         with self._errors("readdir", h.path):
+            live = self.inodes.get
             number = self.inodes.number
             ref = self.inodes.ref
             reply = pyfuse3.readdir_reply
@@ -266,8 +267,17 @@ class FustorOperations(ReadOnlyOperations):
                 entries = h.entries
                 for i in range(pos - base, len(entries)):
                     e = entries[i]
-                    ino = number(e.path, e.kind)
                     name = e.name.encode("utf-8", "surrogateescape")  # os.fsencode, inlined
+                    # Fast path (a walk seen before): the kernel still holds this entry's inode.
+                    a = e._attr
+                    if a is not None:
+                        node = live(a.st_ino)
+                        if node is not None and node.path == e.path and node.kind == e.kind:
+                            if not reply(token, name, a, base + i + 1):
+                                return
+                            node.lookups += 1
+                            continue
+                    ino = number(e.path, e.kind)
                     if not reply(token, name, e.attributes(ino, et, at), base + i + 1):
                         return
                     ref(ino, e.path, e.kind)  # readdirplus counts as a lookup, once accepted
