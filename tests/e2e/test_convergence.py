@@ -38,6 +38,7 @@ def test_random_operations_converge(group: ProcGroup, seed: int, mount: bool,
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1200)
 def test_random_operations_converge_long(group: ProcGroup, seed: int) -> None:
     st = standard(group, seed=seed)
     assert st.mix is not None
