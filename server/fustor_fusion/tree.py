@@ -244,7 +244,13 @@ class Tree:
     def _add(self, parent: Dir, path: str, name: str, node: Node) -> None:
         parent.children[name] = node
         parent.added(name)
-        self._count(path, node, +1)
+        if type(node) is bytes:              # a file: the bulk of every snapshot, kept cheap
+            self.files += 1
+            self.total_size += REC.unpack_from(node)[I_SIZE]
+            if self.observer is not None:
+                self.observer(path, None, node)
+        else:
+            self._count(path, node, +1)
 
     def _drop(self, parent: Dir, path: str, name: str, node: Node) -> None:
         del parent.children[name]

@@ -134,26 +134,36 @@ class View:
     def _observer_for(self, me: PipeTree) -> Callable[[str, Node | None, Node | None], None]:
         # keep the view's pipe order: equal mtimes resolve to the first pipe, as in queries
         trees = list(self._trees.values())
+        pos = trees.index(me)
+        before_me = trees[:pos]
+        after_me = trees[pos + 1:]
         u = self._union
 
-        def observe(path: str, old: Node | None, new: Node | None) -> None:
-            before: list[Node] = []
-            after: list[Node] = []
-            for t in trees:
-                if t is me:
-                    if old is not None:
-                        before.append(old)
-                    if new is not None:
-                        after.append(new)
-                else:
-                    n = t.get(path)
+        def copies(ts: list[PipeTree], head: str, name: str) -> list[Node]:
+            out = []
+            for t in ts:
+                d = t.get_dir(head)      # each tree caches its last parent: siblings are cheap
+                if d is not None:
+                    n = d.children.get(name)
                     if n is not None:
-                        before.append(n)
-                        after.append(n)
-            a = _contribution(before)
-            b = _contribution(after)
-            for i in range(5):
-                u[i] += b[i] - a[i]
+                        out.append(n)
+            return out
+
+        def observe(path: str, old: Node | None, new: Node | None) -> None:
+            i = path.rfind("/")
+            head, name = path[:i] or "/", path[i + 1:]
+            lo = copies(before_me, head, name)
+            hi = copies(after_me, head, name)
+            if lo or hi:
+                mine_old = [old] if old is not None else []
+                mine_new = [new] if new is not None else []
+                a = _contribution(lo + mine_old + hi)
+                b = _contribution(lo + mine_new + hi)
+            else:                            # only this pipe holds the path (the common case)
+                a = _contribution([old]) if old is not None else _ZERO
+                b = _contribution([new]) if new is not None else _ZERO
+            for k in range(5):
+                u[k] += b[k] - a[k]
         return observe
 
     # ------------------------------------------------------------------ ingest
