@@ -18,6 +18,7 @@ RECENT_CAP = 8192
 BLIND_SPOT_CAP = 100_000   # per list and pipe; writes from other NFS clients would grow it forever
 
 _unpack_from = REC.unpack_from
+_heappush = heapq.heappush
 
 
 class MarkedTree(Tree):
@@ -44,6 +45,8 @@ class MarkedTree(Tree):
         self.bs_deleted: dict[str, float] = {}
         self.blind_spots_dropped = 0
         self.recent: dict[str, float] = {}                     # file path → mtime (bounded)
+        self._hot_sec = params.hot_file_threshold              # params are frozen: read once
+        self._suspect_ttl = params.suspect_ttl_sec
 
     @property
     def watermark(self) -> float:
@@ -51,9 +54,9 @@ class MarkedTree(Tree):
 
     # ------------------------------------------------------------------ rules 7–9
     def _mark_suspect(self, path: str, mtime: float) -> None:
-        exp = self._mono() + self.params.suspect_ttl_sec
+        exp = self._mono() + self._suspect_ttl
         self.suspects[path] = (exp, mtime)
-        heapq.heappush(self._suspect_heap, (exp, path))
+        _heappush(self._suspect_heap, (exp, path))
 
     def _clear_suspect(self, path: str) -> None:
         if self.suspects:
@@ -129,8 +132,8 @@ class MarkedTree(Tree):
         rec = self.recent
         rec[path] = mtime
         if len(rec) > RECENT_CAP:
-            keep = sorted(rec.items(), key=lambda kv: kv[1], reverse=True)[: RECENT_CAP // 2]
-            self.recent = dict(keep)
+            keep = sorted(rec, key=rec.__getitem__, reverse=True)[: RECENT_CAP // 2]
+            self.recent = {p: rec[p] for p in keep}
 
     # ------------------------------------------------------------------ reading
     def recent_files(self, limit: int) -> list[str]:

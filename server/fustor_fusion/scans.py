@@ -23,8 +23,9 @@ from fustor_fusion.tree import (
     Dir,
     Node,
     child_path,
+    flags_of,
     make_node,
-    parent_of,
+    mtime_of_rec,
     rec_of,
     type_of,
 )
@@ -125,7 +126,8 @@ class ScanningTree(MarkedTree):
                     self.root.rec = _pack(a.size, a.mtime, a.ctime, a.mode, a.uid, a.gid,
                                           r[I_CONFIRMED], 0)
             return
-        head, name = parent_of(path)
+        i = path.rfind("/")                   # parent_of, inlined: this runs for every row
+        head, name = path[:i] or "/", path[i + 1:]
         kind = ""
         if sc is None:
             self.orphan_rows += 1
@@ -155,8 +157,8 @@ class ScanningTree(MarkedTree):
         if old is None:
             pm = ev.parent_mtime
             if pm is not None:
-                r = _unpack_from(d.rec)
-                if not r[I_FLAGS] & F_PLACEHOLDER and r[I_MTIME] > pm:
+                prec = d.rec
+                if not flags_of(prec) & F_PLACEHOLDER and mtime_of_rec(prec) > pm:
                     return                    # older than a change of the parent we saw
             self._add(d, path, name, make_node(a, 0.0))
             changed = True
@@ -178,8 +180,8 @@ class ScanningTree(MarkedTree):
                 self.bs_deleted.pop(path, None)
         if a.type == DIR:
             return
-        mtime = a.mtime if changed else _unpack_from(rec_of(d.children[name]))[I_MTIME]
-        hot = wm - mtime < self.params.hot_file_threshold
+        mtime = a.mtime if changed else mtime_of_rec(rec_of(d.children[name]))
+        hot = wm - mtime < self._hot_sec
         if kind == "sentinel":
             s = self.suspects.get(path)
             if s is not None and s[1] == mtime and not hot:

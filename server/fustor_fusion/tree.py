@@ -22,6 +22,7 @@ I_SIZE, I_MTIME, I_CTIME, I_MODE, I_UID, I_GID, I_CONFIRMED, I_FLAGS = range(8)
 
 _pack = REC.pack
 _unpack = REC.unpack
+_MTIME_AT_8 = struct.Struct("<d").unpack_from     # REC's mtime: after the 8-byte size
 PLACEHOLDER_REC: Final = _pack(0, 0.0, 0.0, 0o755, 0, 0, 0.0, F_PLACEHOLDER)
 
 
@@ -120,6 +121,14 @@ def make_node(a: Attrs, confirmed: float) -> Node:
     if a.type == DIR:
         return Dir(rec)
     return Link(rec, a.target or "")
+
+
+def flags_of(rec: bytes) -> int:
+    return rec[-1]                   # the last field of REC, one byte
+
+
+def mtime_of_rec(rec: bytes) -> float:
+    return _MTIME_AT_8(rec, 8)[0]  # type: ignore[no-any-return]
 
 
 def mtime_of(node: Node) -> float:

@@ -20,7 +20,9 @@ from fustor_fusion.tree import (
     Dir,
     Link,
     Tree,
+    flags_of,
     make_node,
+    mtime_of_rec,
     parent_of,
     type_of,
 )
@@ -130,3 +132,10 @@ def test_very_deep_subtree_is_counted_and_removed() -> None:
     assert (t.files, t.dirs, t.total_size) == (1, 3000, 3)
     t.remove("/d")
     assert (t.files, t.dirs, t.total_size) == (0, 0, 0)
+
+
+def test_single_field_readers_match_the_record() -> None:
+    for flags in (0, F_PLACEHOLDER):
+        rec = REC.pack(7, T0 + 0.5, T0 + 9, 0o644, 1, 2, T0 + 3, flags)
+        assert flags_of(rec) == REC.unpack(rec)[I_FLAGS] == flags
+        assert mtime_of_rec(rec) == REC.unpack(rec)[I_MTIME] == T0 + 0.5
