@@ -27,10 +27,11 @@ JOB_CHECK_AFTER = 0.2  # the job API is only worth asking once the agent had tim
 
 
 class _Job:
-    __slots__ = ("id", "started", "expires", "finished")
+    __slots__ = ("id", "started", "expires", "finished", "checked_at")
 
     def __init__(self, started: float, expires: float) -> None:
         self.id: str | None = None
+        self.checked_at = float("-inf")
         self.started = started
         self.expires = expires
         self.finished = False
@@ -112,23 +113,26 @@ class RealtimeFinder:
                 return await self.client.metadata(path)
             except NotFoundError:
                 pass
-            if job.finished:
-                return None
-            if job.id and self._job_api and self._clock() - started >= JOB_CHECK_AFTER:
-                if await self._job_done(job):
-                    job.finished = True
-                    # Rows of a find are applied before its end is recorded: one last look.
-                    try:
-                        return await self.client.metadata(path)
-                    except NotFoundError:
-                        return None
+            if job.finished or (self._clock() - started >= JOB_CHECK_AFTER and await self._job_done(job)):
+                job.finished = True
+                # Rows of a find are applied before its end is recorded: one last look (also
+                # when another waiter saw the end while our last look was on its way).
+                try:
+                    return await self.client.metadata(path)
+                except NotFoundError:
+                    return None
 
     async def _job_done(self, job: _Job) -> bool:
-        assert job.id is not None
+        """Whether Fusion says the job ended; asked at most once per poll interval per job,
+        however many lookups wait on it."""
+        now = self._clock()
+        if job.id is None or not self._job_api or now - job.checked_at < FIRST_POLL:
+            return False
+        job.checked_at = now
         try:
             body = await self.client.job(job.id)
         except (AuthError, ScopeError) as exc:
-            log.info("management API refused the job status (%s); waiting by polling only", exc)
+            log.info("Fusion refused the job status (%s); waiting by polling only", exc)
             self._job_api = False
             return False
         except FustorError:

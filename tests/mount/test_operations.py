@@ -186,6 +186,18 @@ async def test_concurrent_misses_in_one_directory_share_one_find(view: FakeView,
     assert got[b"x1"] and got[b"x2"] and got[b"never"] == 0
 
 
+async def test_many_waiters_share_the_job_status_requests(view: FakeView, autojump_clock: trio.abc.Clock) -> None:
+    view.job_duration = 100.0
+    ops = make_ops(view)
+    d = await ops.lookup(ROOT, b"data", CTX)
+    async with trio.open_nursery() as n:
+        for i in range(20):
+            n.start_soon(ops.lookup, d.st_ino, f"ghost{i}".encode(), CTX)
+    assert view.finds == ["/data"]
+    # 20 lookups polling for 2 s: the job is asked about once per interval, not 20 times.
+    assert view.calls["job"] <= 2.0 / 0.03 + 1
+
+
 async def test_realtime_find_timeout_answers_missing_within_the_wait(view: FakeView, autojump_clock: trio.abc.Clock) -> None:
     view.job_duration = 100.0  # the agent never finishes
     ops = make_ops(view)
