@@ -335,10 +335,17 @@ def parse_batch(body: object, *, max_events: int) -> Batch:
         from fustor.errors import TooLargeError
         raise TooLargeError(f"events: {len(raw)} rows, the limit is {max_events}; split the batch",
                             limit=max_events)
-    events = []
+    events: list[Event] = []
+    append = events.append
     for i, row in enumerate(raw):
+        # the common row first, without building its error prefix (a per-row f-string)
+        if type(row) is dict and row.get("op") == "upsert":
+            fast = _fast_upsert(row)
+            if fast is not None:
+                append(fast)
+                continue
         try:
-            events.append(parse_event(row, f"events[{i}]"))
+            append(parse_event(row, f"events[{i}]"))
         except ProtocolError as exc:
             exc.details.setdefault("index", i)
             raise
