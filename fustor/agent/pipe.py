@@ -22,6 +22,7 @@ from fustor import paths
 from fustor.agent.audit import AuditCache
 from fustor.agent.scanner import ScanResult, run_scan
 from fustor.agent.sender import (
+    POLL_WAIT,
     RETRYABLE,
     Batcher,
     FusionClient,
@@ -186,9 +187,12 @@ class Pipe:
     async def _commands_forever(self, s: Session, nursery: trio.Nursery) -> None:
         retry = Retrier(self.id, "polling commands")
         after = 0
+        # An open poll keeps the session alive on Fusion's side: a poll much longer than the
+        # session timeout would keep a frozen agent (SIGSTOP, a hung host) "alive" that long.
+        wait = max(0.5, min(POLL_WAIT, s.info.session_timeout / 3))
         while True:
             try:
-                role, cmds = await self.client.poll_commands(s.id, after)
+                role, cmds = await self.client.poll_commands(s.id, after, wait)
             except RETRYABLE as exc:
                 await retry.failed(exc)
                 continue

@@ -33,6 +33,7 @@ class FakeFusion:
         self.statuses: list[dict[str, Any]] = []
         self.closed: list[str] = []
         self.sentinel: dict[str, list[str]] | None = None
+        self.poll_waits: list[float] = []
         self.intervals = {"audit_interval_sec": 1000.0, "full_audit_interval_sec": 1000.0,
                           "sentinel_interval_sec": 1000.0, **intervals}
 
@@ -60,6 +61,7 @@ class FakeFusion:
             return httpx.Response(200, json={"role": self.role})
         if path.endswith("/commands"):
             after = int(request.url.params["after"])
+            self.poll_waits.append(float(request.url.params["wait"]))
             with trio.move_on_after(0.1):
                 while not [c for c in self.commands if c["seq"] > after]:
                     await trio.sleep(0.01)
@@ -334,3 +336,12 @@ async def test_symlinked_source_path_is_followed_once(tmp_path: Path, nursery: t
     assert {r["path"] for r in fake.ops("dir_done")} == {"/", "/d", "/d/e"}
     (data / "d" / "rt").write_bytes(b"1")
     await wait_until(lambda: any(r.get("path") == "/d/rt" for _, _, r in fake.rows))
+
+
+async def test_command_polls_are_shorter_than_the_session_timeout(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    # An open poll keeps the session alive: a frozen agent must not hold it for 25 s.
+    fake = FakeFusion("follower", session_timeout_seconds=3.0)
+    await start_pipe(nursery, tree(tmp_path), fake)
+    await wait_until(lambda: bool(fake.poll_waits))
+    assert max(fake.poll_waits) <= 1.0
