@@ -64,8 +64,9 @@ def decode_batch(body: bytes, max_events: int) -> tuple[Batch, Marks]:
         raise InvalidBatchError(exc.message, **exc.details) from None
     marks: Marks = []
     for i, ev in enumerate(batch.events):
-        if isinstance(ev, ScanStart | ScanEnd):
-            marks.append((i, ev))
+        t = type(ev)                  # per row: cheaper than isinstance with a union
+        if t is ScanStart or t is ScanEnd:
+            marks.append((i, ev))  # type: ignore[arg-type]
     return batch, marks
 
 

@@ -142,6 +142,8 @@ class View:
         def copies(ts: list[PipeTree], head: str, name: str) -> list[Node]:
             out = []
             for t in ts:
+                if not t.root.children:
+                    continue             # an empty tree (a pipe whose snapshot has not begun)
                 d = t.get_dir(head)      # each tree caches its last parent: siblings are cheap
                 if d is not None:
                     n = d.children.get(name)
