@@ -125,7 +125,9 @@ class PipeTree(ScanningTree):
             return
         head, name = parent_of(path)
         d = self.ensure_dir(head, now)
-        self.put(d, path, name, make_node(a, now))
+        old = self.put(d, path, name, make_node(a, now))
+        if type(old) is Dir and a.type != DIR:
+            self._forget(path, old)             # its subtree went: so do the marks there
         if self.tombstones:
             self._untomb(path)
         if self.bs_added or self.bs_deleted:

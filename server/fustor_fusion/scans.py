@@ -168,6 +168,8 @@ class ScanningTree(MarkedTree):
                     or type_of(old) != a.type):
                 node = make_node(a, r[I_CONFIRMED])      # never touch confirmed_at
                 self.put(d, path, name, node)
+                if type(old) is Dir and a.type != DIR:
+                    self._forget(path, old)      # its subtree went: so do the marks there
                 changed = True
             else:
                 changed = False

@@ -211,3 +211,17 @@ def test_deleting_an_empty_directory_keeps_marks_elsewhere() -> None:
     v.apply("p1", [file("/k/a", write="progress"), file("/k/b", write="progress"),
                    dir_("/j"), move("/k", "/j")])
     assert sorted(t.suspects) == ["/j/a", "/j/b"]
+
+
+def test_directory_replaced_by_file_takes_the_marks_of_its_subtree_along() -> None:
+    v, _ = make_view()
+    t = v.tree_of("p1")
+    v.apply("p1", [dir_("/x"), file("/x/a", write="progress"), dir_("/y"),
+                   file("/y/b", write="progress"), file("/keep", write="progress")])
+    v.apply("p1", scan("a", "audit", [file("/x/new", mtime=T0 + 1), file("/y/new", mtime=T0 + 1)]))
+    assert sorted(t.bs_added) == ["/x/new", "/y/new"]
+    v.apply("p1", [file("/x", mtime=T0 + 10)])                       # realtime
+    v.apply("p1", scan("a2", "audit", [file("/y", mtime=T0 - 500)]))  # a scan row (not hot)
+    assert sorted(t.suspects) == ["/keep"]
+    assert sorted(t.bs_added) == ["/y"]
+    assert v.stats()["suspects"] == 1 and v.stats()["blind_spots"] == 1
