@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from fustor.config import ViewParams
@@ -102,9 +102,12 @@ class ScanningTree(MarkedTree):
         self.finished[sc.start.kind] = info
         self.ended.append((end, sc.start))
 
-    def abort_scans(self, why: str = "the leader went away") -> int:
-        """Abandon every running scan (e.g. its leader's session ended)."""
-        ids = list(self.scans)
+    def abort_scans(self, why: str = "the leader went away", *,
+                    only: Iterable[str] | None = None, keep: Container[str] = ()) -> int:
+        """Abandon the running scans `only` (default: all) except those in `keep` (e.g. the
+        scans of a session that ended, or all but those of the live sessions)."""
+        ids = [sid for sid in (self.scans if only is None else only)
+               if sid in self.scans and sid not in keep]
         for sid in ids:
             self._abandon(sid, why, self._wall())
         return len(ids)

@@ -79,6 +79,7 @@ class FusionState:
         self.sessions = SessionRegistry(self._timeout_of, mono=mono, wall=wall)
         self.jobs = JobRegistry(mono=mono, wall=wall)
         self.sessions.on_end.append(self.jobs.session_ended)
+        self.sessions.on_end.append(self._session_ended)
         self.sessions.on_leader.append(self._leader_changed)
         self.started_at = wall()
         self._build(config)
@@ -184,15 +185,28 @@ class FusionState:
                 self.sessions.end(s.id, "pipe removed from the configuration")
         return {k: v for k, v in changes.items() if v}
 
-    def _leader_changed(self, pipe_id: str, leader: Session | None) -> None:
-        # The scans of a lost leader will never end: forget them (no missing-item removal).
+    def _views_of(self, pipe_id: str) -> list[View]:
         rt = self.pipes.get(pipe_id)
-        for view in rt.views if rt else []:
-            if pipe_id in view.pipe_ids:
-                n = view.abort_scans(pipe_id)
-                if n:
-                    log.info("view %s: aborted %d scan(s) of pipe %s (leader changed)",
-                             view.id, n, pipe_id)
+        return [v for v in (rt.views if rt else []) if pipe_id in v.pipe_ids]
+
+    def _session_ended(self, s: Session, reason: str) -> None:
+        # The scans it started will never end: forget them (no missing-item removal).
+        for view in self._views_of(s.pipe_id):
+            n = view.abort_scans(s.pipe_id, f"the session of agent {s.agent_id} ended ({reason})",
+                                 only=list(s.scans))
+            if n:
+                log.info("view %s: aborted %d scan(s) of agent %s on pipe %s (session ended)",
+                         view.id, n, s.agent_id, s.pipe_id)
+
+    def _leader_changed(self, pipe_id: str, leader: Session | None) -> None:
+        # Scans that no live session started (a lost leader's, or of unknown origin) will
+        # never end; the followers' finds go on.
+        live = {scan for x in self.sessions.sessions_of(pipe_id) for scan in x.scans}
+        for view in self._views_of(pipe_id):
+            n = view.abort_scans(pipe_id, keep=live)
+            if n:
+                log.info("view %s: aborted %d scan(s) of pipe %s (leader changed)",
+                         view.id, n, pipe_id)
 
     # ------------------------------------------------------------------ auth
     def receiver_pipe(self, receiver_id: str, key: str | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
 from fustor.config import ViewConfig
@@ -203,11 +203,12 @@ class View:
     def snapshot_running(self, pipe_id: str) -> bool:
         return self.tree_of(pipe_id).scan_running("snapshot")
 
-    def abort_scans(self, pipe_id: str) -> int:
-        """Abandon the running scans of a pipe whose leader went away (no missing-item
-        removal; `on_scan_end` hears of each as a failed ScanEnd)."""
+    def abort_scans(self, pipe_id: str, why: str = "the leader went away", *,
+                    only: Iterable[str] | None = None, keep: Container[str] = ()) -> int:
+        """Abandon running scans of a pipe that will never end (see PipeTree.abort_scans; no
+        missing-item removal; `on_scan_end` hears of each as a failed ScanEnd)."""
         t = self.tree_of(pipe_id)
-        n = t.abort_scans()
+        n = t.abort_scans(why, only=only, keep=keep)
         self._drain(t)
         return n
 

@@ -232,3 +232,24 @@ async def test_unknown_endpoint_and_method_are_json_errors(r1: Client) -> None:
     code, body = await r1.req("GET", S, key=PUSH1)
     assert code == 405 and "message" in body
     assert (await r1.req("GET", "/api/v1/health"))[1]["status"] == "ok"
+
+
+async def test_a_session_that_ends_abandons_its_own_scans_only(state: FusionState,
+                                                              r1: Client) -> None:
+    view = state.views["v1"]
+    lead = (await open_session(r1))["session_id"]
+    fol = (await open_session(r1, agent="agent-b"))["session_id"]
+    late = (await open_session(r1, agent="agent-c"))["session_id"]
+    assert (await send(r1, lead, 1, rows(start("snap", "snapshot"))))[0] == 200
+    assert (await send(r1, fol, 1, rows(start("fb", "find", "/d"))))[0] == 200
+    assert (await send(r1, late, 1, rows(start("fc", "find", "/e"))))[0] == 200
+    running = lambda: sorted(s["scan"] for s in view.scan_progress("pipe-1")["running"])  # noqa: E731
+    assert running() == ["fb", "fc", "snap"]
+    # a follower that goes away: its find will never end
+    assert (await r1.req("DELETE", f"{S}/{late}", key=PUSH1))[0] == 204
+    assert running() == ["fb", "snap"]
+    # the leader goes: its scans end, the follower's find goes on under the new leader
+    assert (await r1.req("DELETE", f"{S}/{lead}", key=PUSH1))[0] == 204
+    assert running() == ["fb"]
+    assert (await send(r1, fol, 2, rows(dir_("/d", scan="fb"), end("fb"))))[0] == 200
+    assert running() == [] and view.scan_progress("pipe-1")["finished"]["find"]["ok"] is True
