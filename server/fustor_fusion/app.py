@@ -143,13 +143,17 @@ def create_app(state: FusionState) -> QuartTrio:
         meta = state.meta(view, allow_partial=True)
         spots: dict[str, Any] = dict(view.blind_spots())
         spots["meta"] = meta
-        return json_response(spots)
+        # up to BLIND_SPOT_CAP marks per list and pipe: encode big answers off the event loop
+        big = len(spots["additions"]) + len(spots["deletions"]) > BIG_LIMIT
+        return await (big_json_response if big else _small_json)(spots)
 
     @app.get(f"{V}/suspects")
     async def suspects(view_id: str) -> Response:
         view = view_for(view_id)
         meta = state.meta(view, allow_partial=True)
-        return json_response({"suspects": view.suspects(), "meta": meta})
+        sus = view.suspects()
+        reply = big_json_response if len(sus) > BIG_LIMIT else _small_json
+        return await reply({"suspects": sus, "meta": meta})
 
     @app.get(f"{V}/sessions")
     async def view_sessions(view_id: str) -> Response:
