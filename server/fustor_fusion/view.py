@@ -1,14 +1,12 @@
 """A view: one PipeTree per pipe routed to it, queried as their union (DESIGN §3).
 
-Sync, no I/O: the service applies batches and answers queries between two awaits. Union
-counters (entries, files, directories, total_size, conflicts) are kept incrementally: with
-several pipes every tree reports each path it changes and the view recounts only that path.
+Sync, no I/O: the service applies batches and answers queries between two awaits. The
+union's counters are kept incrementally by union.py.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
@@ -18,41 +16,12 @@ from fustor.errors import NotFoundError, ProtocolError
 from fustor.protocol import Event, ScanEnd, ScanStart
 from fustor_fusion import query
 from fustor_fusion.merge import PipeTree
-from fustor_fusion.tree import Dir, Node, child_path, rec_of
+from fustor_fusion.tree import Dir, child_path
+from fustor_fusion.union import UnionCounters
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PipeTree", "View"]
-
-
-
-_ZERO = (0, 0, 0, 0, 0)
-_ONE_DIR = (1, 0, 1, 0, 0)
-_ONE_LINK = (1, 1, 0, 0, 0)
-_size_of = struct.Struct("<q").unpack_from
-_size_mtime = struct.Struct("<qd").unpack_from      # the first two fields of REC
-
-
-def _contribution(nodes: list[Node]) -> tuple[int, int, int, int, int]:
-    """(entries, files, dirs, size, conflicts) that one path adds to the union counters.
-    Equal mtimes resolve to the first node (the first pipe), as in queries."""
-    if len(nodes) == 1:                       # the common cases, kept cheap
-        n = nodes[0]
-        t = type(n)
-        if t is bytes:
-            return 1, 1, 0, _size_of(n)[0], 0  # type: ignore[arg-type]
-        return _ONE_DIR if t is Dir else _ONE_LINK
-    if not nodes:
-        return _ZERO
-    dirs = sum(1 for n in nodes if type(n) is Dir)
-    if dirs:
-        return 1, 0, 1, 0, int(dirs != len(nodes))
-    best_m = best_s = None
-    for n in nodes:
-        size, m = _size_mtime(rec_of(n))
-        if best_m is None or m > best_m:
-            best_m, best_s = m, (size if type(n) is bytes else 0)
-    return 1, 1, 0, best_s or 0, 0
 
 
 class View:
@@ -79,7 +48,7 @@ class View:
         self._mono = mono
         self.on_scan_end: Callable[[str, ScanEnd, ScanStart], None] | None = None
         self._trees: dict[str, PipeTree] = {}
-        self._union = [0, 0, 0, 0, 0]    # entries, files, dirs, size, conflicts (≥ 2 pipes)
+        self._union = UnionCounters()
         for pid in pipe_ids:
             self._trees[pid] = PipeTree(pid, config.driver_params, wall=wall, mono=mono)
         self._install_observers()
@@ -109,64 +78,7 @@ class View:
             self._install_observers()
 
     def _install_observers(self) -> None:
-        trees = list(self._trees.values())
-        for t in trees:
-            t.observer = None
-        self._union = [0, 0, 0, 0, 0]
-        if len(trees) < 2:
-            return
-        # recount from scratch (only on construction and reconfiguration)
-        seen: set[str] = set()
-        for t in trees:
-            for path, _ in t.walk("/", t.root):
-                if path != "/" and path not in seen:
-                    seen.add(path)
-                    self._add_contribution(query.holders_of(trees, path), +1)
-        for t in trees:
-            t.observer = self._observer_for(t)
-
-    def _add_contribution(self, holders: query.Holders, sign: int) -> None:
-        c = _contribution([n for _, n in holders])
-        u = self._union
-        for i in range(5):
-            u[i] += sign * c[i]
-
-    def _observer_for(self, me: PipeTree) -> Callable[[str, Node | None, Node | None], None]:
-        # keep the view's pipe order: equal mtimes resolve to the first pipe, as in queries
-        trees = list(self._trees.values())
-        pos = trees.index(me)
-        before_me = trees[:pos]
-        after_me = trees[pos + 1:]
-        u = self._union
-
-        def copies(ts: list[PipeTree], head: str, name: str) -> list[Node]:
-            out = []
-            for t in ts:
-                if not t.root.children:
-                    continue             # an empty tree (a pipe whose snapshot has not begun)
-                d = t.get_dir(head)      # each tree caches its last parent: siblings are cheap
-                if d is not None:
-                    n = d.children.get(name)
-                    if n is not None:
-                        out.append(n)
-            return out
-
-        def observe(path: str, old: Node | None, new: Node | None) -> None:
-            i = path.rfind("/")
-            head, name = path[:i] or "/", path[i + 1:]
-            lo = copies(before_me, head, name)
-            hi = copies(after_me, head, name)
-            if lo or hi:
-                mine_old = [old] if old is not None else []
-                mine_new = [new] if new is not None else []
-                a = _contribution(lo + mine_old + hi)
-                b = _contribution(lo + mine_new + hi)
-            else:                            # only this pipe holds the path (the common case)
-                a = _contribution([old]) if old is not None else _ZERO
-                b = _contribution([new]) if new is not None else _ZERO
-            for k in range(5):
-                u[k] += b[k] - a[k]
-        return observe
+        self._union.attach(list(self._trees.values()))
 
     # ------------------------------------------------------------------ ingest
     def apply(self, pipe_id: str, events: Sequence[Event]) -> int:
@@ -332,7 +244,7 @@ class View:
             t = trees[0]
             entries, files, dirs, size, conflicts = t.entries, t.files, t.dirs, t.total_size, 0
         else:
-            entries, files, dirs, size, conflicts = self._union
+            entries, files, dirs, size, conflicts = self._union.values
         return {
             "view": self.id,
             "entries": entries, "files": files, "directories": dirs, "total_size": size,
