@@ -119,15 +119,37 @@ def arg_path(name: str = "path", default: str = "/") -> str:
         raise ProtocolError(f"{name}: {exc.message}", param=name) from None
 
 
+DRAIN_SEC = 10.0
+
+
+async def _drained(resp: Response) -> Response:
+    """Read what is left of the request body before an error answer goes out. quart-trio
+    stops receiving once the response is sent, and a body arriving after that was never
+    read: the kept-alive connection of an agent retrying after a 401 hung. A body that cannot
+    be read (too large, too slow) closes the connection instead."""
+    if request.method in ("GET", "HEAD") and "Content-Length" not in request.headers:
+        return resp
+    try:
+        with trio.move_on_after(DRAIN_SEC) as scope:
+            await request.get_data(cache=False)
+        ok = not scope.cancelled_caught
+    except Exception:          # RequestEntityTooLarge, a timeout, a client gone
+        ok = False
+    if not ok:
+        resp.headers["Connection"] = "close"
+    return resp
+
+
 def install_error_handlers(app: QuartTrio) -> None:
-    """FustorError → its status and to_json(); HTTP errors → JSON; anything else → 500 + log."""
+    """FustorError → its status and to_json(); HTTP errors → JSON; anything else → 500 + log.
+    Each drains the request body first (see `_drained`)."""
 
     @app.errorhandler(FustorError)
     async def _fustor(err: FustorError) -> Response:
         resp = json_response(err.to_json(), err.status)
         if isinstance(err, NotReadyError):
             resp.headers["Retry-After"] = str(err.retry_after)
-        return resp
+        return await _drained(resp)
 
     @app.errorhandler(HTTPException)
     async def _http(err: HTTPException) -> Response:
@@ -139,11 +161,11 @@ def install_error_handlers(app: QuartTrio) -> None:
             message = f"no such endpoint: {request.method} {request.path}"
         elif code == 413:
             message = "request body too large: split the batch (see max_batch_bytes)"
-        return json_response({"error": kind, "message": message}, code)
+        return await _drained(json_response({"error": kind, "message": message}, code))
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return json_response({"error": "InternalError",
-                              "message": f"internal error ({type(err).__name__}); see the Fusion log"},
-                             500)
+        return await _drained(json_response(
+            {"error": "InternalError",
+             "message": f"internal error ({type(err).__name__}); see the Fusion log"}, 500))

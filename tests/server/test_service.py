@@ -271,3 +271,45 @@ async def test_names_that_are_not_utf8_survive_the_round_trip(http: httpx.AsyncC
             assert r.json()["entry"]["size"] == size
             assert os.fsencode(r.json()["entry"]["path"]) == p
         h.stop()
+
+
+async def _exchange(stream: trio.SocketStream, data: bytes) -> bytes:
+    """Send `data` and read one whole HTTP response (headers + Content-Length body)."""
+    await stream.send_all(data)
+    buf = b""
+    while True:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                           if h.lower().startswith(b"content-length:")), 0)
+            if len(rest) >= length:
+                return head
+        chunk = await stream.receive_some(65536)
+        assert chunk, "connection closed"
+        buf += chunk
+
+
+async def test_refusals_keep_a_kept_alive_connection_usable() -> None:
+    # An agent retries on one keep-alive connection, and its body may arrive after the
+    # headers; a 4xx is answered without reading it. The connection must serve the next
+    # request (it used to hang: quart-trio stopped receiving and the body was never read).
+    body = json.dumps({"agent_id": "x" * 2000}).encode()
+    async with trio.open_nursery() as nursery:
+        h = await start_fusion(nursery, make_config())
+        for base, path in ((h.receiver_urls["r1"], S), (h.api_url, "/api/v1/nowhere")):
+            host, port = base.removeprefix("http://").rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                with trio.fail_after(5):
+                    for i in range(4):
+                        key = "X-API-Key: nope\r\n" if i % 2 else ""
+                        await stream.send_all((
+                            f"POST {path} HTTP/1.1\r\nHost: x\r\n{key}Content-Type: "
+                            f"application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                        ).encode())
+                        await trio.sleep(0.005)
+                        head = await _exchange(stream, body)
+                        assert head.split(b" ")[1] in (b"401", b"404"), head
+                    head = await _exchange(stream, b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert head.split(b" ")[1] == b"200"
+        h.stop()
