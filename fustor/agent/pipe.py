@@ -6,6 +6,10 @@ audits and the sentinel on the intervals Fusion gave; a realtime find runs at on
 the role. 410 → a new session at once; transport errors and 5xx → retry with backoff;
 401/403 → a clear error and slow retries. Events raised meanwhile wait in a bounded buffer;
 on overflow a rescan follows once the buffer has been sent.
+
+Choices beyond docs/PROTOCOL.md: a rescan after lost events is a full audit for the leader
+and, for a follower (which may not start audits), a `find` of "/" without a job; command polls
+wait at most a third of the session timeout, so a frozen agent's session still expires.
 """
 
 from __future__ import annotations
