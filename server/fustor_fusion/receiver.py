@@ -18,6 +18,7 @@ from typing import Any
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import RequestTimeout
 
 from fustor.config import ReceiverConfig
 from fustor.errors import ProtocolError, ScopeError, SessionExpiredError
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2000
 THREAD_PARSE_BYTES = 256 * 1024     # bigger bodies are decoded in a worker thread
+BODY_TIMEOUT_SEC = 120
 
 
 class InvalidBatchError(ProtocolError):
@@ -144,6 +146,19 @@ def _key() -> str | None:
     return request.headers.get(KEY_HEADER)
 
 
+async def _upload(state: FusionState, s: Session) -> bytes:
+    """The body of an events request. Every chunk that arrives keeps the session alive: an
+    upload is a request on the session however long it takes, but a stalled one is not."""
+    parts: list[bytes] = []
+    with trio.move_on_after(BODY_TIMEOUT_SEC) as scope:
+        async for chunk in request.body:
+            parts.append(chunk)
+            state.sessions.touch(s)
+    if scope.cancelled_caught:
+        raise RequestTimeout(f"the batch did not arrive within {BODY_TIMEOUT_SEC:g} s")
+    return b"".join(parts)
+
+
 async def _json_body(required: bool = False) -> dict[str, Any]:
     raw = await request.get_data(cache=False)
     if not raw:
@@ -174,7 +189,7 @@ def create_receiver_app(state: FusionState, receiver_id: str,
     app = QuartTrio(f"fustor-receiver-{receiver_id}")
     rc = rc or state.config.receivers[receiver_id]
     app.config["MAX_CONTENT_LENGTH"] = rc.max_batch_bytes
-    app.config["BODY_TIMEOUT"] = 120
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_SEC
     install_error_handlers(app)
 
     def receiver() -> ReceiverConfig:
@@ -255,8 +270,7 @@ def create_receiver_app(state: FusionState, receiver_id: str,
     async def events(sid: str) -> Response:
         pipe = pipe_of_key()
         s = state.sessions.get(sid, pipe.id)
-        body = await request.get_data(cache=False)
-        assert isinstance(body, bytes)
+        body = await _upload(state, s)
         result = await ingest(state, pipe, s, body, receiver().max_batch_events)
         return json_response(result)
 

@@ -313,3 +313,53 @@ async def test_refusals_keep_a_kept_alive_connection_usable() -> None:
                     head = await _exchange(stream, b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
                     assert head.split(b" ")[1] == b"200"
         h.stop()
+
+
+async def test_a_slow_upload_keeps_its_session_alive(http: httpx.AsyncClient) -> None:
+    # PROTOCOL.md: any request on a session keeps it alive, an events upload too, however
+    # long its body takes to arrive (here longer than the session timeout).
+    d = config_dict()
+    d["pipes"]["pipe-1"]["session_timeout_seconds"] = 0.3
+    async with trio.open_nursery() as nursery:
+        h = await start_fusion(nursery, make_config(d), tick_sec=0.05)
+        a = Agent(http, h.receiver_urls["r1"], PUSH1, "agent-a")
+        await a.open()
+        body = json.dumps({"seq": 1, "events": snapshot_rows("s1", files=2)}).encode()
+
+        async def slowly() -> AsyncIterator[bytes]:
+            for i in range(0, len(body), 64):
+                yield body[i:i + 64]
+                await trio.sleep(0.05)           # ~0.5 s in all
+
+        r = await http.post(f"{a.url}{S}/{a.sid}/events", content=slowly(),
+                            headers={"X-API-Key": PUSH1, "Content-Type": "application/json",
+                                     "Content-Length": str(len(body))})
+        assert r.status_code == 200, r.text
+        assert r.json()["applied"] == 7
+        assert a.sid in h.state.sessions.by_id
+        h.stop()
+
+
+async def test_a_stalled_upload_does_not_keep_its_session_alive(http: httpx.AsyncClient) -> None:
+    d = config_dict()
+    d["pipes"]["pipe-1"]["session_timeout_seconds"] = 0.3
+    async with trio.open_nursery() as nursery:
+        h = await start_fusion(nursery, make_config(d), tick_sec=0.05)
+        a = Agent(http, h.receiver_urls["r1"], PUSH1, "agent-a")
+        await a.open()
+        body = json.dumps({"seq": 1, "events": snapshot_rows("s1", files=2)}).encode()
+        stalled = trio.Event()
+
+        async def stall() -> AsyncIterator[bytes]:
+            yield body[:100]
+            await stalled.wait()                 # a frozen agent: no more bytes
+            yield body[100:]
+
+        async def upload() -> None:
+            with trio.move_on_after(10):
+                await http.post(f"{a.url}{S}/{a.sid}/events", content=stall(),
+                                headers={"X-API-Key": PUSH1, "Content-Length": str(len(body))})
+        nursery.start_soon(upload)
+        await wait_until(lambda: a.sid not in h.state.sessions.by_id)   # expired in time
+        stalled.set()
+        h.stop()
