@@ -168,19 +168,19 @@ def create_app(state: FusionState) -> QuartTrio:
         job = state.jobs.get(job_id)
         if job.view != view.id:
             raise NotFoundError(f"no job {job_id!r} in view {view.id!r}", job_id=job_id)
-        return json_response(job.to_json())
+        return json_response(state.job_json(job))
 
     # ------------------------------------------------------------------ management
     @app.get(f"{M}/jobs")
     async def jobs() -> Response:
         management()
         view = arg_str("view")
-        return json_response({"jobs": [j.to_json() for j in state.jobs.list(view)]})
+        return json_response({"jobs": [state.job_json(j) for j in state.jobs.list(view)]})
 
     @app.get(f"{M}/jobs/<job_id>")
     async def job(job_id: str) -> Response:
         management()
-        return json_response(state.jobs.get(job_id).to_json())
+        return json_response(state.job_json(state.jobs.get(job_id)))
 
     @app.get(f"{M}/views")
     async def views() -> Response:

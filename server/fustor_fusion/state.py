@@ -14,7 +14,7 @@ from typing import Any
 from fustor.config import FusionConfig, FusionPipeConfig
 from fustor.errors import AuthError, NotFoundError, NotReadyError, ScopeError
 from fustor.protocol import ScanEnd, ScanStart
-from fustor_fusion.jobs import JobRegistry
+from fustor_fusion.jobs import RUNNING, Job, JobRegistry
 from fustor_fusion.sessions import Session, SessionRegistry
 from fustor_fusion.view import View
 
@@ -324,6 +324,20 @@ class FusionState:
             (pid, self.sessions.leader_of(pid)) for pid in self.pipe_ids_of(view)]
         job, _ = self.jobs.find_or_create(view.id, path, recursive, targets)
         return job.job_id
+
+    def job_json(self, job: Job) -> dict[str, Any]:
+        """The job as the API shows it; a running agent's entries are those its scan has
+        sent so far (the job itself learns the count at the scan's end)."""
+        out = job.to_json()
+        view = self.views.get(job.view)
+        if view is None:
+            return out
+        for key, a in job.agents.items():
+            if a.state == RUNNING and a.scan is not None and a.pipe_id in view.pipe_ids:
+                sc = view.tree_of(a.pipe_id).scans.get(a.scan)
+                if sc is not None:
+                    out["agents"][key]["entries"] = sc.entries
+        return out
 
     # ------------------------------------------------------------------ janitor
     def tick(self) -> None:

@@ -292,3 +292,22 @@ async def test_force_real_time_with_a_bad_request_creates_no_job(ready: FusionSt
     for st in (ready, small):
         for pipe in ("pipe-1", "pipe-2"):
             assert st.sessions.leader_of(pipe).commands == deque()  # type: ignore[union-attr]
+
+
+async def test_a_running_job_shows_the_entries_scanned_so_far(state: FusionState) -> None:
+    c = Client(state)
+    lead = state.sessions.create("pipe-1", agent_id="a")
+    job_id = (await c.get(f"{V1}/tree", path="/t", force_real_time="true"))[1]["job_id"]
+    state.views["v1"].apply("pipe-1", [start("f1", "find", "/t", job_id=job_id),
+                                       dir_("/t", scan="f1"), file("/t/a", scan="f1"),
+                                       file("/t/b", scan="f1")])
+    state.jobs.scan_started(job_id, lead, "f1")      # what the receiver does after the batch
+    for url, key in ((f"{M}/jobs/{job_id}", None), (f"{V1}/jobs/{job_id}", READ1)):
+        code, body, _ = await c.get(url, key=key)
+        assert code == 200 and body["agents"]["pipe-1/a"]["state"] == "running"
+        assert body["agents"]["pipe-1/a"]["entries"] == 3
+    code, body, _ = await c.get(f"{M}/jobs", key=None)
+    assert body["jobs"][0]["agents"]["pipe-1/a"]["entries"] == 3
+    state.views["v1"].apply("pipe-1", [end("f1", entries=3)])
+    code, body, _ = await c.get(f"{M}/jobs/{job_id}", key=None)
+    assert body["state"] == "done" and body["agents"]["pipe-1/a"]["entries"] == 3
