@@ -17,6 +17,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import trio
 
@@ -44,6 +45,18 @@ from fustor.agent.watches import Node, WatchStats, WatchTree
 __all__ = ["Watcher", "WatchStats"]
 
 log = logging.getLogger(__name__)
+
+
+class _Stat(NamedTuple):
+    """An upsert row still to be stat'ed."""
+
+    path: str
+    write: str | None
+    created: bool
+    moved_in: bool
+
+
+Pending = list[str | _Stat]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PAIR_WAIT = 0.05  # how long an unpaired MOVED_FROM at the end of a read waits for its pair
@@ -76,6 +89,7 @@ class Watcher:
         self._tree: WatchTree | None = None
         self._pending: dict[str, float] = {}      # path → when its "progress" row is due
         self._pending_changed = trio.Event()
+        self._emitting = trio.Lock()   # rows leave in the order their events were handled
         self.faults: set[str] = set()
         self.events_seen = 0
 
@@ -119,7 +133,7 @@ class Watcher:
     # ------------------------------------------------------------------ events
     async def handle(self, events: list[RawEvent]) -> None:
         """Map one read's events to rows and emit them (public for tests: inject events)."""
-        out: list[str] = []
+        out: Pending = []
         touched: dict[int, Node] = {}
         i = 0
         while i < len(events):
@@ -144,9 +158,10 @@ class Watcher:
         for node in touched.values():
             self._upsert(node.path(), out)
         if out:
-            self._emit(out)
+            async with self._emitting:
+                self._emit(await trio.to_thread.run_sync(self._resolve, out))
 
-    async def _one(self, ev: RawEvent, out: list[str], touched: dict[int, Node]) -> None:
+    async def _one(self, ev: RawEvent, out: Pending, touched: dict[int, Node]) -> None:
         mask = ev.mask
         if mask & IN_Q_OVERFLOW:
             log.warning("inotify queue overflowed under %s: events were lost, rescanning",
@@ -193,7 +208,7 @@ class Watcher:
         elif mask & IN_ATTRIB:
             self._upsert(path, out)
 
-    def _self_event(self, node: Node, mask: int, out: list[str]) -> None:
+    def _self_event(self, node: Node, mask: int, out: Pending) -> None:
         if node.parent is not None:
             return   # the parent's watch reports what happens to this directory
         if mask & IN_ATTRIB:
@@ -205,7 +220,7 @@ class Watcher:
                 log.warning("source root %s: %s", self.root, fault)
             self.faults.add(fault)
 
-    async def _moved(self, src: RawEvent, dst: RawEvent, out: list[str],
+    async def _moved(self, src: RawEvent, dst: RawEvent, out: Pending,
                      touched: dict[int, Node]) -> None:
         sp, dp = self.tree.wd.get(src.wd), self.tree.wd.get(dst.wd)
         if sp is None:
@@ -247,7 +262,7 @@ class Watcher:
         else:
             self._upsert(dpath, out, write="complete")
 
-    def _moved_out(self, ev: RawEvent, out: list[str], touched: dict[int, Node]) -> None:
+    def _moved_out(self, ev: RawEvent, out: Pending, touched: dict[int, Node]) -> None:
         node = self.tree.wd.get(ev.wd)
         if node is None:
             return
@@ -262,7 +277,7 @@ class Watcher:
         if ev.mask & IN_ISDIR and node.kids and name in node.kids:
             self.tree.unwatch(node.kids.pop(name))
 
-    async def _new_dir(self, parent: Node, name: str, out: list[str], *, moved_in: bool) -> None:
+    async def _new_dir(self, parent: Node, name: str, out: Pending, *, moved_in: bool) -> None:
         """A directory appeared: watch it first, then report it and everything inside."""
         if parent.kids is None or name not in parent.kids:
             self.tree.new_dirs(1)
@@ -311,18 +326,32 @@ class Watcher:
             os.close(fd)
         return subs
 
-    def _upsert(self, path: str, out: list[str], *, write: str | None = None,
+    def _upsert(self, path: str, out: Pending, *, write: str | None = None,
                 created: bool = False, moved_in: bool = False) -> None:
-        try:
-            st = os.lstat(self._local(path))
-            target = os.readlink(self._local(path)) if stat.S_ISLNK(st.st_mode) else None
-        except OSError:
-            return   # gone again: its delete event follows
-        if (created or moved_in) and stat.S_ISREG(st.st_mode):
-            # Created empty or renamed into place: complete. Created with data already in it:
-            # still being written; its close_write completes it.
-            write = "complete" if moved_in or st.st_size == 0 else "progress"
-        out.append(rows.upsert(path, st, target=target, write=write))
+        """Ask for an upsert of `path` with its attributes as they are when the batch's rows
+        are resolved (lstat in a thread: a hung NFS server must not stall the event loop)."""
+        out.append(_Stat(path, write, created, moved_in))
+
+    def _resolve(self, out: Pending) -> list[str]:
+        """The batch's rows, in order, stat'ing what needs it (runs in a thread)."""
+        done: list[str] = []
+        for item in out:
+            if isinstance(item, str):
+                done.append(item)
+                continue
+            path, write, created, moved_in = item
+            local = self._local(path)
+            try:
+                st = os.lstat(local)
+                target = os.readlink(local) if stat.S_ISLNK(st.st_mode) else None
+            except OSError:
+                continue   # gone again: its delete event follows
+            if (created or moved_in) and stat.S_ISREG(st.st_mode):
+                # Created empty or renamed into place: complete. Created with data already in
+                # it: still being written; its close_write completes it.
+                write = "complete" if moved_in or st.st_size == 0 else "progress"
+            done.append(rows.upsert(path, st, target=target, write=write))
+        return done
 
     async def _flush_progress_forever(self) -> None:
         while True:
@@ -330,15 +359,16 @@ class Watcher:
                 await self._pending_changed.wait()
                 self._pending_changed = trio.Event()
                 continue
-            now = trio.current_time()
-            due = [p for p, t in self._pending.items() if t <= now]
-            if due:
-                out: list[str] = []
-                for p in due:
+            # Under the emit lock: a "progress" row popped here must not overtake (or be
+            # overtaken by) the "complete" row of a close handled meanwhile.
+            async with self._emitting:
+                now = trio.current_time()
+                out: Pending = []
+                for p in [p for p, t in self._pending.items() if t <= now]:
                     del self._pending[p]
                     self._upsert(p, out, write="progress")
                 if out:
-                    self._emit(out)
+                    self._emit(await trio.to_thread.run_sync(self._resolve, out))
             if self._pending:
                 await trio.sleep_until(min(self._pending.values()))
 
