@@ -1,7 +1,8 @@
 """inotify on every directory of a source, turned into realtime rows (docs/PROTOCOL.md).
 
 Driven from trio: `wait_readable(fd)`, read everything queued, map the batch to rows, then
-report each touched directory's fresh attributes once (rule 0). A new directory is watched
+report each touched directory's fresh attributes once (rule 0); the lstat()s of a batch run in
+one worker thread, so a hung NFS server stalls only the watcher, not heartbeats or polls. A new directory is watched
 before it is listed, so files created right after `mkdir -p a/b/c` are not missed. Moves are
 paired by cookie (MOVED_FROM is always queued right before its MOVED_TO); an unpaired
 MOVED_FROM left the tree (Delete), an unpaired MOVED_TO came in (upsert of the subtree).
