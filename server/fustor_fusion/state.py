@@ -4,7 +4,6 @@ jobs; readiness per pipe; `apply_config` for reload (unchanged views and pipes k
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -12,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fustor.config import FusionConfig, FusionPipeConfig
-from fustor.errors import AuthError, NotFoundError, NotReadyError, ScopeError
+from fustor.errors import NotFoundError, NotReadyError
 from fustor.protocol import ScanEnd, ScanStart
+from fustor_fusion.auth import KeyRing
 from fustor_fusion.jobs import RUNNING, Job, JobRegistry
 from fustor_fusion.sessions import Session, SessionRegistry
 from fustor_fusion.view import View
@@ -44,24 +44,6 @@ class PipeRuntime:
         return self.config.id
 
 
-@dataclass(frozen=True)
-class KeyInfo:
-    kind: str                 # "receiver" | "view" | "management"
-    owner: str = ""           # receiver id or view id
-    pipe_id: str = ""         # receiver keys only
-
-
-def is_loopback(addr: str | None) -> bool:
-    if not addr:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr.split("%")[0])
-    except ValueError:
-        return addr == "localhost"
-    mapped = getattr(ip, "ipv4_mapped", None)      # ::ffff:127.0.0.1 on a dual-stack socket
-    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
-
-
 class FusionState:
     def __init__(
         self,
@@ -75,7 +57,7 @@ class FusionState:
         self.config = config
         self.views: dict[str, View] = {}
         self.pipes: dict[str, PipeRuntime] = {}
-        self.keys: dict[str, KeyInfo] = {}
+        self.auth = KeyRing(config)          # rebuilt by every _link
         self.sessions = SessionRegistry(self._timeout_of, mono=mono, wall=wall)
         self.jobs = JobRegistry(mono=mono, wall=wall)
         self.sessions.on_end.append(self.jobs.session_ended)
@@ -114,16 +96,7 @@ class FusionState:
         self.config = config
         for pid, rt in self.pipes.items():
             rt.views = [self.views[v] for v in config.pipes[pid].views]
-        keys: dict[str, KeyInfo] = {}
-        for rid, rc in config.receivers.items():
-            for k in rc.api_keys:
-                keys[k.key] = KeyInfo("receiver", rid, k.pipe_id)
-        for vid, vc in config.views.items():
-            for key in vc.api_keys:
-                keys[key] = KeyInfo("view", vid)
-        for key in config.management_api_keys:
-            keys[key] = KeyInfo("management")
-        self.keys = keys
+        self.auth = KeyRing(config)
 
     def apply_config(self, new: FusionConfig) -> dict[str, list[str]]:
         """Switch to `new`: add/remove views and pipes; a view whose pipes or parameters changed
@@ -208,62 +181,17 @@ class FusionState:
                 log.info("view %s: aborted %d scan(s) of pipe %s (leader changed)",
                          view.id, n, pipe_id)
 
-    # ------------------------------------------------------------------ auth
+    # ------------------------------------------------------------------ auth (auth.py)
     def receiver_pipe(self, receiver_id: str, key: str | None) -> str:
         """The pipe a push key opens on receiver `receiver_id` (401 unknown, 403 wrong scope)."""
-        if not key:
-            raise AuthError("missing X-API-Key header: send the pipe's push key")
-        info = self.keys.get(key)
-        if info is None:
-            raise AuthError("unknown API key: check the receiver's api_keys in the Fusion config")
-        if info.kind != "receiver":
-            raise ScopeError(f"a {info.kind} key cannot push events; use a receiver (push) key")
-        if info.owner != receiver_id:
-            raise ScopeError(f"this key belongs to receiver {info.owner!r}, not {receiver_id!r}")
-        if info.pipe_id not in self.pipes:
-            raise ScopeError(f"pipe {info.pipe_id!r} of this key is not configured")
-        return info.pipe_id
+        return self.auth.receiver_pipe(receiver_id, key, self.pipes)
 
     def check_view_access(self, view_id: str, key: str | None, remote: str | None) -> View:
         """The view `view_id` if `key` may read it (401/403), else 404 for an unknown view."""
-        if key:
-            info = self.keys.get(key)
-            if info is None:
-                raise AuthError("unknown API key: use a key from views.<view>.api_keys")
-            view = self.view(view_id)
-            if info.kind != "view":
-                raise ScopeError(f"a {info.kind} key cannot read views; use a view key")
-            if info.owner != view_id:
-                raise ScopeError(f"this key reads view {info.owner!r}, not {view_id!r}")
-            return view
-        view = self.view(view_id)
-        if view.config.api_keys:
-            raise AuthError(f"missing X-API-Key header: view {view_id!r} needs a view key")
-        # A view without keys is open to loopback clients only (like management).
-        if not is_loopback(remote):
-            raise ScopeError(f"view {view_id!r} has no api_keys: only loopback clients may read it")
-        return view
+        return self.auth.view_access(view_id, key, remote, self.view)
 
     def check_management(self, key: str | None, remote: str | None) -> None:
-        if self.config.management_api_keys:
-            if not key:
-                raise AuthError("missing X-API-Key header: use a management key")
-            info = self.keys.get(key)
-            if info is None:
-                raise AuthError("unknown API key: use a key from management.api_keys")
-            if info.kind != "management":
-                raise ScopeError(f"a {info.kind} key cannot use the management API")
-            return
-        if key:
-            info = self.keys.get(key)
-            if info is None:
-                raise AuthError("unknown API key (management.api_keys is not configured: "
-                                "loopback clients need no key)")
-            if info.kind != "management":
-                raise ScopeError(f"a {info.kind} key cannot use the management API")
-        if not is_loopback(remote):
-            raise ScopeError("management.api_keys is not configured: "
-                             "only loopback clients may use the management API")
+        self.auth.management(key, remote)
 
     def view(self, view_id: str) -> View:
         v = self.views.get(view_id)

@@ -9,9 +9,9 @@ import trio.testing
 
 from fustor.errors import NotFoundError, ScopeError, SessionExpiredError
 from fustor.protocol import ScanEnd
+from fustor_fusion.auth import is_loopback
 from fustor_fusion.jobs import JobRegistry
 from fustor_fusion.sessions import RECENT_SEQS, SessionRegistry
-from fustor_fusion.state import is_loopback
 
 
 class Clock:
