@@ -95,6 +95,11 @@ async def ingest(state: FusionState, pipe: PipeRuntime, s: Session, body: bytes,
     events = batch.events
     n = len(events)
     views = list(pipe.views)
+    for _, m in marks:
+        if isinstance(m, ScanStart):
+            # owned by this session from now on: a leader change between two chunks must
+            # not take it for an orphan (state._leader_changed keeps live sessions' scans)
+            s.scans.setdefault(m.scan, (m.kind, m.job_id, received))
     try:
         with trio.CancelScope(shield=True):
             for i in range(0, n, CHUNK_ROWS):
@@ -123,7 +128,7 @@ _QUIET_KINDS = ("audit", "sentinel")
 
 def _scan_mark(state: FusionState, s: Session, m: ScanStart | ScanEnd) -> None:
     if isinstance(m, ScanStart):
-        s.scans[m.scan] = (m.kind, m.job_id, time.monotonic())
+        s.scans.setdefault(m.scan, (m.kind, m.job_id, time.monotonic()))
         if m.job_id:
             state.jobs.scan_started(m.job_id, s, m.scan)
         log.log(logging.DEBUG if m.kind in _QUIET_KINDS else logging.INFO,

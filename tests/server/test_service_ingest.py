@@ -102,3 +102,26 @@ async def test_a_session_that_ended_during_decoding_gets_410_and_nothing_applied
     with pytest.raises(SessionExpiredError):
         await receiver.ingest(state, state.pipes["pipe-1"], s, body(100), 20000)
     assert state.views["v1"].tree_of("pipe-1").entries == 0
+
+
+async def test_a_leader_change_mid_batch_spares_the_find_that_batch_started() -> None:
+    # A follower's big batch starts a find; the leader leaves between two chunks of it. The
+    # find belongs to a live session: it must go on (and end with its missing-item removal).
+    state = FusionState(make_config())
+    state.sessions.create("pipe-1", agent_id="lead")
+    fol = state.sessions.create("pipe-1", agent_id="fol")
+    rows = [{"op": "scan_start", "scan": "fb", "kind": "find", "path": "/", "recursive": True}]
+    rows += [encode(e) for e in synthetic_snapshot(5000, fanout=500, scan_id="fb")][1:-1]
+    data = json.dumps({"seq": 1, "events": rows}).encode()
+    view = state.views["v1"]
+
+    async def leader_leaves() -> None:
+        while not view.tree_of("pipe-1").entries:        # the first chunk is in
+            await trio.lowlevel.checkpoint()
+        state.sessions.end(state.sessions.leader_of("pipe-1").id)  # type: ignore[union-attr]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leader_leaves)
+        await receiver.ingest(state, state.pipes["pipe-1"], fol, data, 20000)
+    assert state.sessions.leader_of("pipe-1") is fol
+    assert [s["scan"] for s in view.scan_progress("pipe-1")["running"]] == ["fb"]
