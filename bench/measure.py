@@ -128,4 +128,7 @@ def table(figures: list[Figure]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    notes = [f"  {f.part} / {f.name}: {f.note}" for f in figures if f.note]
+    if notes:
+        lines += ["", "notes:", *notes]
     return "\n".join(lines)

@@ -52,8 +52,13 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------- baselines
-def find_printf(root: str) -> None:
-    run_quiet(["find", root, "-printf", r"%p %s %T@\n"])
+def find_printf(*roots: str) -> None:
+    run_quiet(["find", *roots, "-printf", r"%p %s %T@\n"])
+
+
+def count_entries(roots: list[str]) -> int:
+    out = subprocess.run(["find", *roots, "-printf", "."], capture_output=True, check=True)
+    return len(out.stdout)
 
 
 def python_walk(root: str) -> int:
@@ -348,10 +353,20 @@ def bench(entries: int, work: Path, runs: int) -> tuple[list[Figure], dict[str, 
         log("mount")
         mnt = group.base / "mnt"
         cluster.start_mount(mnt, view=VIEW, key=VKEY)
-        find_printf(str(mnt))
-        tm = repeat(lambda: find_printf(str(mnt)), runs)
-        figs.append(Figure("Mount", "find MNT -printf, second pass", n / median(tm), "entries/s",
-                           ">= 150000", find_rate, "find on source", [n / t for t in tm]))
+        # Above 300k entries the passes cover a quarter of the tree (upload/submit/00..03), so
+        # a slow mount cannot push `make bench` past its 10 minutes; the baseline is the same.
+        scope = [""] if n <= 300_000 else [f"/upload/submit/{c:02x}" for c in range(4)]
+        m_roots = [str(mnt) + s for s in scope]
+        s_roots = [root + s for s in scope]
+        m_n = count_entries(s_roots)
+        t_cold = timed(lambda: find_printf(*m_roots))
+        tm = repeat(lambda: find_printf(*m_roots), 1 if n > 300_000 else runs)
+        tms = repeat(lambda: find_printf(*s_roots), runs)
+        where = "whole tree" if n <= 300_000 else f"{m_n:,} entries under upload/submit/00..03"
+        figs.append(Figure("Mount", "find MNT -printf, second pass", m_n / median(tm),
+                           "entries/s", ">= 150000", m_n / median(tms), "find on source",
+                           [m_n / t for t in tm],
+                           note=f"{where}; first (cold) pass {m_n / t_cold:,.0f} entries/s"))
         wide10k = info.wide["10000"]
         run_quiet(["ls", "-l", str(mnt) + wide10k])
         tl = repeat(lambda: run_quiet(["ls", "-l", str(mnt) + wide10k]), runs)
