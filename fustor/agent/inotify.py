@@ -1,22 +1,21 @@
-"""A thin inotify binding: bytes paths in, raw events out, the fd for trio.
+"""inotify through pyinotify's libc binding, read from trio: bytes paths in, raw events out.
 
-pyinotify 0.9.6 (our dependency, used here for its event-mask constants) decodes names with
-strict UTF-8 in `Notifier.read_events` and encodes watch paths strictly, so a single file name
-that is not UTF-8 crashes it; its Watch objects also cost several hundred bytes per directory.
-This module keeps pyinotify's model (a non-blocking fd polled by `trio.lowlevel.wait_readable`,
-events read in bulk) but calls libc through ctypes with bytes, and leaves path bookkeeping to
-the watcher. `limit` simulates a smaller `max_user_watches` (ENOSPC) for tests.
+pyinotify's `INotifyWrapper` makes the instance and the watches. Its `Notifier.read_events`
+decodes names with strict UTF-8 and `add_watch` encodes paths strictly, so one file name that is
+not UTF-8 would crash it: we read the fd's records ourselves (bytes names, polled with
+`trio.lowlevel.wait_readable` by the watcher, no asyncore loop), and a directory whose path is
+not UTF-8 is watched through `/proc/self/fd/N` of a descriptor opened with O_NOFOLLOW. Path
+bookkeeping stays in the watcher (pyinotify's Watch objects cost several hundred bytes per
+directory). `limit` simulates a smaller `max_user_watches` (ENOSPC) for tests.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import struct
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pyinotify
 
@@ -42,8 +41,6 @@ WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_
               | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
               | IN_EXCL_UNLINK)
 
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
 _HEADER = struct.Struct("iIII")
 
 
@@ -58,29 +55,32 @@ class WatchLimitError(OSError):
     """ENOSPC from inotify_add_watch: the user's watch quota is used up."""
 
 
-def _libc() -> ctypes.CDLL:
-    lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    lib.inotify_init1.argtypes = [ctypes.c_int]
-    lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    lib.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-    return lib
+def _wrapper() -> Any:
+    wrapper = pyinotify.INotifyWrapper.create()
+    if wrapper is None:
+        raise OSError(errno.ENOSYS, "inotify is not available (no libc binding)")
+    return wrapper
 
 
-_LIBC: ctypes.CDLL | None = None
+_WRAPPER: Any = None
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Inotify:
     """One inotify instance. Not thread-safe for bookkeeping; add_watch may run in threads."""
 
     def __init__(self, *, limit: int | None = None) -> None:
-        global _LIBC
-        if _LIBC is None:
-            _LIBC = _libc()
-        self._lib = _LIBC
-        fd = self._lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        global _WRAPPER
+        if _WRAPPER is None:
+            _WRAPPER = _wrapper()
+        self._lib = _WRAPPER
+        fd = int(self._lib.inotify_init())
         if fd < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"inotify_init1: {os.strerror(e)}")
+            e = self._lib.get_errno() or errno.EIO
+            raise OSError(e, f"inotify_init: {os.strerror(e)}")
+        # The fd is read from trio (wait_readable), so it must never block; no child inherits it.
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
         self.fd: int = fd
         self.limit = limit
         # Only a simulated limit needs to count watches (the watcher knows its own).
@@ -101,13 +101,29 @@ class Inotify:
             return wd
 
     def _add(self, bpath: bytes, mask: int) -> int:
-        wd = self._lib.inotify_add_watch(self.fd, bpath, mask)
+        wd = self._syscall_add(bpath, mask)
         if wd < 0:
-            e = ctypes.get_errno()
+            e = self._lib.get_errno() or errno.EIO
             if e == errno.ENOSPC:
                 raise WatchLimitError(e, "inotify watch limit reached (fs.inotify.max_user_watches)")
             raise OSError(e, os.strerror(e), os.fsdecode(bpath))
         return int(wd)
+
+    def _syscall_add(self, bpath: bytes, mask: int) -> int:
+        try:
+            text = bpath.decode("utf-8")  # what pyinotify's binding encodes back, exactly
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and "\x00" not in text:
+            return int(self._lib.inotify_add_watch(self.fd, text, mask))
+        # Not UTF-8: watch the directory through a descriptor. O_NOFOLLOW did the "don't follow"
+        # already, and the /proc magic link itself must be followed, so IN_DONT_FOLLOW is dropped.
+        dfd = os.open(bpath, _DIR_OPEN)
+        try:
+            proc = f"/proc/self/fd/{dfd}"
+            return int(self._lib.inotify_add_watch(self.fd, proc, mask & ~IN_DONT_FOLLOW))
+        finally:
+            os.close(dfd)
 
     def rm_watch(self, wd: int) -> None:
         if self._wds is not None:
