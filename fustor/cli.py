@@ -293,3 +293,14 @@ def _oserror_text(e: BaseException) -> str:
     return str(e)
 
 
+
+
+def missing_extra(program: str, extra: str, exc: ImportError) -> int:
+    """The role's packages are not installed (e.g. `fustor[agent]` on a Fusion-only host):
+    one line saying what to install, exit code 2, no traceback."""
+    print(
+        f"{program}: error: this host lacks the packages of the {extra!r} role "
+        f"({exc}); install them with: pip install 'fustor[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fustor.agent.runner import run_agent
-from fustor.cli import run_cli
+from fustor.cli import missing_extra, run_cli
 from fustor.config import AgentConfig, load_agent_config
 
 
@@ -19,6 +18,10 @@ def describe(config: AgentConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        from fustor.agent.runner import run_agent  # pulls in the inotify binding
+    except ImportError as exc:
+        return missing_extra("fustor-agent", "agent", exc)
     return run_cli("agent", load=load_agent_config, serve=run_agent, describe=describe,
                    argv=argv)
 

@@ -14,15 +14,18 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from fustor import daemon
+from fustor.cli import missing_extra
 from fustor.config import fustor_home
 from fustor.errors import ConfigError, FustorError
 from fustor.logs import setup_logging
-from fustor_mount.config import MountConfig, load_mount_config
-from fustor_mount.runner import serve_mount
+
+if TYPE_CHECKING:
+    from fustor_mount.config import MountConfig
 
 log = logging.getLogger("fustor_mount")
 
@@ -68,12 +71,18 @@ def log_file(cfg: MountConfig) -> Path:
 
 async def _run(cfg: MountConfig) -> None:
     async with trio.open_nursery() as nursery:
+        from fustor_mount.runner import serve_mount  # pyfuse3: only where mounts are made
+
         info = await nursery.start(serve_mount, cfg)
         daemon.notify_ready(f"mounted view {info['view']} at {cfg.mountpoint} (pid {os.getpid()})")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        from fustor_mount.config import load_mount_config  # needs pyfuse3
+    except ImportError as exc:
+        return missing_extra("fustor-mount", "mount", exc)
     try:
         cfg = load_mount_config(args)
     except ConfigError as exc:

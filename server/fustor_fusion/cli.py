@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from fustor.cli import run_cli
+from fustor.cli import missing_extra, run_cli
 from fustor.config import FusionConfig, load_fusion_config
 
 
@@ -31,7 +31,10 @@ def describe(config: FusionConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fustor_fusion.service import serve_fusion  # the server stack only when serving
+    try:
+        from fustor_fusion.service import serve_fusion  # the server stack only when serving
+    except ImportError as exc:
+        return missing_extra("fustor-fusion", "fusion", exc)
 
     return run_cli(role="fusion", load=load_fusion_config, serve=serve_fusion,
                    describe=describe, argv=argv)
