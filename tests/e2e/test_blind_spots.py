@@ -5,6 +5,7 @@ view, through audits (incremental for new names, full for in-place changes) and 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -103,9 +104,17 @@ def test_full_audit_refreshes_in_place_blind_changes(group: ProcGroup) -> None:
     directory's mtime nor any inotify watch; the next full audit must still show them."""
     st = standard(group, mount=False, pipe_specs=pipes(audit=1.0, full=3.0, sentinel=600))
     real: Path = st.sources[1].real
-    grown = real / "dir0" / "sub0" / "data_0001.dat"
-    shrunk = real / "dir0" / "sub0" / "data_0002.dat"
-    aged = real / "dir0" / "sub0" / "data_0004.dat"
+    # Files only pipe-2 holds: for a path in both pipes the view shows the newest copy.
+    (st.sources[1].watched / "only2").mkdir()
+    for name in ("grown.dat", "shrunk.dat", "aged.dat"):
+        (st.sources[1].watched / "only2" / name).write_bytes(b"=" * 100)
+    wait_until(lambda: _meta(st, "/only2/aged.dat") is not None, 15, "the files in the view")
+    grown, shrunk, aged = (real / "only2" / n for n in ("grown.dat", "shrunk.dat", "aged.dat"))
+    # After the first audit (which lists everything), incremental audits skip only2/: the
+    # changes below leave its mtime alone, so only a full audit can find them.
+    wait_until(lambda: (st.api.stats()["pipes"]["pipe-2"].get("audits") or {}).get("incremental"),
+               15, "the first audit of pipe-2")
+    t_mod = time.time()
     with open(grown, "ab") as f:
         f.write(b"+" * 1000)
     os.truncate(shrunk, 3)
@@ -127,11 +136,12 @@ def test_full_audit_refreshes_in_place_blind_changes(group: ProcGroup) -> None:
         wait_until(refreshed, 30, "a full audit to show blind append/truncate/touch -d")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n" + "\n".join(stale)) from None
-    # The cost of the last full audit is reported.
+    # It was a full audit that found them, and its cost is reported.
     pipe = st.api.stats()["pipes"]["pipe-2"]
     full = _find_full_audit(pipe)
-    assert full is not None, pipe
-    assert full.get("entries", 0) > 0 and full.get("duration_sec") is not None, full
+    assert full is not None, json.dumps(pipe, indent=1)
+    assert full["finished_at"] >= t_mod, json.dumps(pipe, indent=1)
+    assert full.get("entries", 0) >= 3 and full.get("duration_sec") is not None, full
 
 
 def _find_full_audit(pipe: dict) -> dict | None:  # type: ignore[type-arg]
