@@ -363,3 +363,15 @@ async def test_a_stalled_upload_does_not_keep_its_session_alive(http: httpx.Asyn
         await wait_until(lambda: a.sid not in h.state.sessions.by_id)   # expired in time
         stalled.set()
         h.stop()
+
+
+async def test_gc_thresholds_are_raised_while_serving_and_restored_after() -> None:
+    import gc
+
+    from fustor_fusion.service import GC_THRESHOLDS
+    before = gc.get_threshold()
+    async with trio.open_nursery() as nursery:
+        h = await start_fusion(nursery, make_config())
+        assert gc.get_threshold() == GC_THRESHOLDS
+        h.stop()
+    assert gc.get_threshold() == before
