@@ -1,8 +1,9 @@
 """One pipe (source → sender): its session lifecycle and what it does in each role.
 
 Every session runs a heartbeat, the command long-poll, and the realtime sender (followers
-send realtime events too). The leader also runs the snapshot, then incremental audits, full
-audits and the sentinel on the intervals Fusion gave; a realtime find runs at once whatever
+send realtime events too). The leader also runs the snapshot (followed at once by an
+incremental catch-up audit of the directories that changed while it walked), then incremental
+audits (the first of a term is full), full audits and the sentinel on the intervals Fusion gave; a realtime find runs at once whatever
 the role. 410 → a new session at once; transport errors and 5xx → retry with backoff;
 401/403 → a clear error and slow retries. Events raised meanwhile wait in a bounded buffer;
 on overflow a rescan follows once the buffer has been sent.
@@ -258,8 +259,14 @@ class Pipe:
         while True:
             if self.hub.check() is None:
                 self.buffer.clear_rescan()
-                result = await self._scan(s, "snapshot")
+                walked = AuditCache()
+                result = await self._scan(s, "snapshot", cache=walked)
                 if result.ok:
+                    # Rows of a directory that changed between its listing and their arrival
+                    # are dropped by Fusion (DESIGN §6 rule 4, parent mtime); relist just the
+                    # directories whose mtime moved while the snapshot walked, so a busy
+                    # directory is whole at once rather than at the first audit.
+                    await self._scan(s, "audit", cache=walked, incremental=True)
                     break
             self.state = "fault"
             await trio.sleep(faults.next())

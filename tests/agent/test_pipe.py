@@ -34,6 +34,7 @@ class FakeFusion:
         self.closed: list[str] = []
         self.sentinel: dict[str, list[str]] | None = None
         self.poll_waits: list[float] = []
+        self.on_rows: Any = None   # called with each received batch's rows, before answering
         self.intervals = {"audit_interval_sec": 1000.0, "full_audit_interval_sec": 1000.0,
                           "sentinel_interval_sec": 1000.0, **intervals}
 
@@ -75,6 +76,8 @@ class FakeFusion:
                 return httpx.Response(self.events_status, json={"error": "X", "message": "down"})
             body = json.loads(request.content)
             self.rows.extend((sid, body["seq"], r) for r in body["events"])
+            if self.on_rows is not None:
+                self.on_rows(body["events"])
             return httpx.Response(200, json={"seq": body["seq"], "applied": len(body["events"]),
                                              "duplicate": False})
         if path.endswith("/sentinel") and self.sentinel is not None:
@@ -126,10 +129,11 @@ async def test_role_command_starts_snapshot_and_demotion_stops_it(
     await wait_until(lambda: pipe.state == "following")
     fake.role = "leader"
     fake.commands.append({"seq": 1, "type": "role", "role": "leader"})
-    await wait_until(lambda: fake.kinds("scan_end") == ["snapshot"])
+    await wait_until(lambda: "snapshot" in fake.kinds("scan_end"))
+    assert fake.kinds("scan_end")[0] == "snapshot"
     end = fake.ops("scan_end")[0]
     assert end["ok"] is True and end["entries"] == 6   # /, d, e, f0..f2
-    assert {r["path"] for r in fake.ops("dir_done")} == {"/", "/d", "/d/e"}
+    assert {r["path"] for r in fake.ops("dir_done") if r["scan"] == end["scan"]} == {"/", "/d", "/d/e"}
     fake.role = "follower"
     await wait_until(lambda: pipe.state == "following" and pipe.role == "follower")
 
@@ -221,17 +225,39 @@ async def test_audits_incremental_and_full_on_their_intervals(
     src = tree(tmp_path)
     fake = FakeFusion("leader", audit_interval_sec=0.2, full_audit_interval_sec=1.5)
     await start_pipe(nursery, src, fake)
-    # The first audit of a term lists everything; the next ones skip unchanged directories.
-    await wait_until(lambda: fake.kinds("scan_end").count("audit") >= 2, within=10)
+    # After the snapshot, a catch-up audit relists only what changed while it walked (here:
+    # nothing); the first audit of a term lists everything; the next ones skip unchanged dirs.
+    await wait_until(lambda: fake.kinds("scan_end").count("audit") >= 3, within=10)
     scans = [r["scan"] for r in fake.ops("scan_start") if r["kind"] == "audit"]
-    done = {s: [r for r in fake.ops("dir_done") if r["scan"] == s] for s in scans[:2]}
-    assert not [r for r in done[scans[0]] if r["skipped"]]
-    assert {r["path"] for r in done[scans[1]] if r["skipped"]} == {"/", "/d", "/d/e"}
+    done = {s: [r for r in fake.ops("dir_done") if r["scan"] == s] for s in scans[:3]}
+    assert {r["path"] for r in done[scans[0]] if r["skipped"]} == {"/", "/d", "/d/e"}
+    assert not [r for r in done[scans[1]] if r["skipped"]]
+    assert {r["path"] for r in done[scans[2]] if r["skipped"]} == {"/", "/d", "/d/e"}
     await wait_until(lambda: "full_audit" in fake.kinds("scan_end"), within=10)
     full = next(r["scan"] for r in fake.ops("scan_start") if r["kind"] == "full_audit")
     assert not [r for r in fake.ops("dir_done") if r["scan"] == full and r["skipped"]]
     assert {r["path"] for r in fake.ops("upsert") if r.get("scan") == full} == \
         {"/", "/d", "/d/e", "/d/f0", "/d/f1", "/d/f2"}
+
+
+async def test_directory_changed_during_the_snapshot_is_relisted_at_once(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    src = tree(tmp_path)
+    fake = FakeFusion("leader")
+
+    def change_d_when_the_snapshot_ends(rows: list[dict[str, Any]]) -> None:
+        if any(r["op"] == "scan_end" and r["scan"].startswith("snapshot") for r in rows):
+            (src / "d" / "late").write_bytes(b"x")   # /d's mtime moves after it was listed
+
+    fake.on_rows = change_d_when_the_snapshot_ends
+    await start_pipe(nursery, src, fake)
+    await wait_until(lambda: fake.kinds("scan_end")[:2] == ["snapshot", "audit"])
+    catch_up = next(r["scan"] for r in fake.ops("scan_start") if r["kind"] == "audit")
+    done = {r["path"]: r["skipped"] for r in fake.ops("dir_done") if r["scan"] == catch_up}
+    assert done == {"/": True, "/d": False, "/d/e": True}
+    listed = {r["path"] for r in fake.ops("upsert") if r.get("scan") == catch_up}
+    assert {"/d/f0", "/d/f1", "/d/f2", "/d/late"} <= listed
+    assert not any(p.startswith("/d/e/") for p in listed)
 
 
 async def test_sentinel_stats_suspects_and_recent(tmp_path: Path, nursery: trio.Nursery) -> None:
