@@ -43,6 +43,10 @@ class OpMix:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        # Listings are refreshed every few operations (a walk per operation made long runs
+        # quadratic); a stale pick only skips an operation, the same way for the same seed.
+        self._walks: dict[Path, tuple[int, tuple[list[bytes], list[bytes], list[bytes]]]] = {}
+        self._steps = 0
 
     # -------------------------------------------------------------- helpers
     def _root(self, src: Source) -> tuple[Path, str]:
@@ -78,7 +82,12 @@ class OpMix:
         src = self.rng.choice(self.sources)
         root, how = self._root(src)
         broot = os.fsencode(root)
-        dirs, files, links = self._walk(root)
+        self._steps += 1
+        cached = self._walks.get(src.real)
+        if cached is None or self._steps - cached[0] >= 8:
+            cached = (self._steps, self._walk(src.real))
+            self._walks[src.real] = cached
+        dirs, files, links = cached[1]
         ops = {"create": 6, "mkdirs": 3, "append": 2, "truncate": 2, "touch_past": 1,
                "touch_future": 1, "cp_p": 2, "delete": 2, "rename_file": 2, "rename_dir": 1,
                "rmtree": 0.3, "dir_to_file": 0.3, "symlink": 1}
@@ -174,8 +183,8 @@ class OpMix:
                     else b"../nowhere/" + self._name()
                 os.symlink(target, P(rel))
                 self._rec(src, how, "ln -s", target, rel)
-        except FileNotFoundError:
-            return  # a concurrent audit can't race us, but a dangling choice can
+        except (OSError, subprocess.CalledProcessError):
+            return  # a pick from a listing a few operations old may be gone or changed type
 
     def run(self, n: int, *, pause: float = 0.0) -> None:
         for _ in range(n):
