@@ -52,9 +52,7 @@ class KeyRing:
         """The pipe a push key opens on receiver `receiver_id` (401 unknown, 403 wrong scope)."""
         if not key:
             raise AuthError("missing X-API-Key header: send the pipe's push key")
-        info = self.keys.get(key)
-        if info is None:
-            raise AuthError("unknown API key: check the receiver's api_keys in the Fusion config")
+        info = self._known(key, ": check the receiver's api_keys in the Fusion config")
         if info.kind != "receiver":
             raise ScopeError(f"a {info.kind} key cannot push events; use a receiver (push) key")
         if info.owner != receiver_id:
@@ -67,9 +65,7 @@ class KeyRing:
                     lookup: Callable[[str], View]) -> View:
         """The view `view_id` if `key` may read it (401/403), else 404 for an unknown view."""
         if key:
-            info = self.keys.get(key)
-            if info is None:
-                raise AuthError("unknown API key: use a key from views.<view>.api_keys")
+            info = self._known(key, ": use a key from views.<view>.api_keys")
             view = lookup(view_id)
             if info.kind != "view":
                 raise ScopeError(f"a {info.kind} key cannot read views; use a view key")
@@ -85,22 +81,22 @@ class KeyRing:
         return view
 
     def management(self, key: str | None, remote: str | None) -> None:
-        if self.management_keys:
-            if not key:
-                raise AuthError("missing X-API-Key header: use a management key")
-            info = self.keys.get(key)
-            if info is None:
-                raise AuthError("unknown API key: use a key from management.api_keys")
-            if info.kind != "management":
-                raise ScopeError(f"a {info.kind} key cannot use the management API")
-            return
+        if self.management_keys and not key:
+            raise AuthError("missing X-API-Key header: use a management key")
         if key:
-            info = self.keys.get(key)
-            if info is None:
-                raise AuthError("unknown API key (management.api_keys is not configured: "
-                                "loopback clients need no key)")
+            info = self._known(key, ": use a key from management.api_keys" if self.management_keys
+                               else " (management.api_keys is not configured: "
+                                    "loopback clients need no key)")
             if info.kind != "management":
                 raise ScopeError(f"a {info.kind} key cannot use the management API")
+            return  # only configured management keys are known with that kind
         if not is_loopback(remote):
             raise ScopeError("management.api_keys is not configured: "
                              "only loopback clients may use the management API")
+
+    def _known(self, key: str, hint: str) -> KeyInfo:
+        """The key's scope, or 401 with `hint` saying where keys come from."""
+        info = self.keys.get(key)
+        if info is None:
+            raise AuthError(f"unknown API key{hint}")
+        return info
