@@ -23,6 +23,7 @@ from fustor_fusion.httputil import (
     json_response,
 )
 from fustor_fusion.state import FusionState
+from fustor_fusion.subtree import bounded_tree
 from fustor_fusion.view import View
 
 V = "/api/v1/views/<view_id>"
@@ -61,25 +62,34 @@ def create_app(state: FusionState) -> QuartTrio:
         only_path = arg_bool("only_path", False)
         limit = arg_int("limit", None, lo=0)
         cursor = arg_str("cursor")
+        max_entries = arg_int("max_entries", None, lo=1)
         allow_partial = arg_bool("allow_partial", False)
         force = arg_bool("force_real_time", False)
+        if max_entries is not None and not recursive:
+            raise ProtocolError("max_entries: bounds a recursive listing; drop recursive=false")
         body: dict[str, Any] = {"view": view.id, "path": path}
+
+        def listing() -> tuple[dict[str, Any], str | None]:
+            if max_entries is not None:
+                return bounded_tree(view, path, max_entries=max_entries, max_depth=max_depth,
+                                    only_path=only_path, limit=limit, cursor=cursor)
+            return view.tree(path, recursive=recursive, max_depth=max_depth,
+                             only_path=only_path, limit=limit, cursor=cursor)
+
         if force:
             # A realtime find is the way out of "not ready" too (the guide's troubleshooting),
             # so it answers whatever the readiness, with what the view knows so far. The job
             # starts only once the answer is known to be valid (a 400 must start nothing).
             meta = state.meta(view, allow_partial=True)
             try:
-                entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,
-                                               only_path=only_path, limit=limit, cursor=cursor)
+                entry, next_cursor = listing()
             except NotFoundError:
                 entry, next_cursor = None, None
             body["job_id"] = state.start_find(view, path, recursive)
             body["find_pending"] = True
         else:
             meta = state.meta(view, allow_partial=allow_partial)
-            entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,
-                                           only_path=only_path, limit=limit, cursor=cursor)
+            entry, next_cursor = listing()
         body["entry"] = entry
         body["next_cursor"] = next_cursor
         body["meta"] = meta
