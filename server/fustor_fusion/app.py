@@ -23,8 +23,8 @@ from fustor_fusion.httputil import (
     json_response,
 )
 from fustor_fusion.state import FusionState
-from fustor_fusion.subtree import bounded_tree
 from fustor_fusion.view import View
+from fustor_fusion.walk import walk_listings
 
 V = "/api/v1/views/<view_id>"
 BIG_LIMIT = 5000      # answers that may hold more entries are encoded in a worker thread
@@ -62,19 +62,9 @@ def create_app(state: FusionState) -> QuartTrio:
         only_path = arg_bool("only_path", False)
         limit = arg_int("limit", None, lo=0)
         cursor = arg_str("cursor")
-        max_entries = arg_int("max_entries", None, lo=1)
         allow_partial = arg_bool("allow_partial", False)
         force = arg_bool("force_real_time", False)
-        if max_entries is not None and not recursive:
-            raise ProtocolError("max_entries: bounds a recursive listing; drop recursive=false")
         body: dict[str, Any] = {"view": view.id, "path": path}
-
-        def listing() -> tuple[dict[str, Any], str | None]:
-            if max_entries is not None:
-                return bounded_tree(view, path, max_entries=max_entries, max_depth=max_depth,
-                                    only_path=only_path, limit=limit, cursor=cursor)
-            return view.tree(path, recursive=recursive, max_depth=max_depth,
-                             only_path=only_path, limit=limit, cursor=cursor)
 
         if force:
             # A realtime find is the way out of "not ready" too (the guide's troubleshooting),
@@ -82,14 +72,16 @@ def create_app(state: FusionState) -> QuartTrio:
             # starts only once the answer is known to be valid (a 400 must start nothing).
             meta = state.meta(view, allow_partial=True)
             try:
-                entry, next_cursor = listing()
+                entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,
+                                               only_path=only_path, limit=limit, cursor=cursor)
             except NotFoundError:
                 entry, next_cursor = None, None
             body["job_id"] = state.start_find(view, path, recursive)
             body["find_pending"] = True
         else:
             meta = state.meta(view, allow_partial=allow_partial)
-            entry, next_cursor = listing()
+            entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,
+                                           only_path=only_path, limit=limit, cursor=cursor)
         body["entry"] = entry
         body["next_cursor"] = next_cursor
         body["meta"] = meta
@@ -106,6 +98,19 @@ def create_app(state: FusionState) -> QuartTrio:
         if entry is None:
             raise NotFoundError(f"no entry {path!r} in view {view.id!r}", path=path)
         return json_response({"view": view.id, "path": path, "entry": entry, "meta": meta})
+
+    @app.get(f"{V}/walk")
+    async def walk(view_id: str) -> Response:
+        view = view_for(view_id)
+        path = arg_path()
+        start = arg_path("from", path)
+        max_entries = arg_int("max_entries", 5000, lo=1)
+        assert max_entries is not None
+        meta = state.meta(view, allow_partial=arg_bool("allow_partial", False))
+        listings, nxt = walk_listings(view, path, start, max_entries=max_entries)
+        reply = big_json_response if max_entries > BIG_LIMIT else _small_json
+        return await reply({"view": view.id, "path": path, "from": start,
+                            "listings": listings, "next": nxt, "meta": meta})
 
     @app.get(f"{V}/search")
     async def search(view_id: str) -> Response:
