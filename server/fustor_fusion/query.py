@@ -9,6 +9,7 @@ import base64
 import binascii
 import fnmatch
 import heapq
+import itertools
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
@@ -91,6 +92,56 @@ def render(path: str, holders: Holders, *, only_path: bool = False) -> dict[str,
     return out
 
 
+def render_children(parent: str, dirs: list[tuple[PipeTree, Dir]], names: Iterator[str],
+                    *, only_path: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+    """`render` of the children `names` of `parent` (at most `limit`), without their own
+    children: a non-recursive listing. The one-copy case, by far the most common, is inlined
+    (one dict literal per child); `sources` is one list shared by every child."""
+    out: list[dict[str, Any]] = []
+    pre = "/" if parent == "/" else parent + "/"
+    if limit is not None:
+        names = itertools.islice(names, limit)
+    if len(dirs) != 1:
+        for n in names:
+            out.append(render(pre + n, [(t, d.children[n]) for t, d in dirs
+                                        if n in d.children], only_path=only_path))
+        return out
+    pt, d = dirs[0]
+    ch = d.children
+    if only_path:
+        for n in names:
+            t = type(ch[n])
+            out.append({"name": n, "path": pre + n,
+                        "type": "file" if t is bytes else "dir" if t is Dir else "symlink"})
+        return out
+    sources = [pt.pipe_id]
+    suspects = pt.suspects
+    added = pt.bs_added
+    unpack = _unpack
+    for n in names:
+        node = ch[n]
+        t = type(node)
+        path = pre + n
+        if t is bytes:
+            size, mtime, ctime, mode, uid, gid, _, _ = unpack(node)  # type: ignore[arg-type]
+            kind = "file"
+        else:
+            size, mtime, ctime, mode, uid, gid, _, _ = unpack(node.rec)  # type: ignore[union-attr]
+            kind = "dir" if t is Dir else "symlink"
+        e: dict[str, Any] = {
+            "name": n, "path": path, "type": kind, "size": size, "mtime": mtime,
+            "ctime": ctime, "mode": mode, "uid": uid, "gid": gid,
+            "integrity_suspect": path in suspects if suspects else False, "sources": sources,
+            "blind_spot": "added" if added and path in added else None, "conflict": False,
+        }
+        if t is Dir:
+            e["child_count"] = len(node.children)  # type: ignore[union-attr]
+        elif t is Link:
+            e["target"] = node.target  # type: ignore[union-attr]
+        out.append(e)
+    return out
+
+
 def child_count(dirs: list[tuple[PipeTree, Dir]]) -> int:
     if len(dirs) == 1:
         return len(dirs[0][1].children)
@@ -142,10 +193,17 @@ def _dedupe(it: Iterator[str]) -> Iterator[str]:
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-def _segment_matcher(seg: str) -> Callable[[str], bool]:
+def _segment_regex(seg: str) -> re.Pattern[str] | None:
+    """The compiled regex of one glob segment (None: a literal name)."""
     if not _GLOB_CHARS.search(seg):
+        return None
+    return re.compile(fnmatch.translate(seg), re.DOTALL)
+
+
+def _segment_matcher(seg: str) -> Callable[[str], bool]:
+    rx = _segment_regex(seg)
+    if rx is None:
         return seg.__eq__
-    rx = re.compile(fnmatch.translate(seg), re.DOTALL)
     return lambda name: rx.match(name) is not None
 
 
@@ -166,9 +224,12 @@ class Glob:
         self.match = [_segment_matcher(s) for s in self.segs]
         self.literal = [s != "**" and not _GLOB_CHARS.search(s) for s in self.segs]
         self.start = self._closure({0})
-        # '**/<one name glob>': a plain walk with one test per name (the common case)
-        self.names_only = (self.match[1] if len(self.segs) == 2 and self.segs[0] == "**"
-                           and self.segs[1] != "**" else None)
+        # '**/<one name glob>': a plain walk with one test per name (the common case), run
+        # as `filter(rx.match, names)` - no Python call per name
+        self.names_only: re.Pattern[str] | None = None
+        if len(self.segs) == 2 and self.segs[0] == "**" and self.segs[1] != "**":
+            self.names_only = _segment_regex(self.segs[1]) or re.compile(
+                re.escape(self.segs[1]) + r"\Z")
 
     def _closure(self, states: set[int]) -> frozenset[int]:
         todo = list(states)
@@ -204,9 +265,20 @@ class Glob:
 def search(trees: Sequence[PipeTree], glob: Glob, top: str, limit: int) -> tuple[list[str], bool]:
     """Paths below `top` matching `glob` (at most `limit`, sorted) and whether more exist."""
     top_holders = holders_of(trees, top)
-    if len(top_holders) == 1 and glob.names_only is not None:
-        return _search_names(top, top_holders[0][1], glob.names_only, limit)
     found: list[str] = []
+    if glob.names_only is not None:
+        # A path of the union is a path of one of the trees, under directories of that same
+        # tree: walking each tree on its own finds the same paths, without merging listings.
+        more = False
+        for _, node in top_holders:
+            f, m = _search_names(top, node, glob.names_only, limit)
+            found.extend(f)
+            more = more or m
+        if len(top_holders) > 1:
+            found = sorted(set(found))
+        if len(found) > limit:
+            return found[:limit], True
+        return found, more
     stack: list[tuple[str, list[tuple[PipeTree, Dir]], frozenset[int]]] = [
         (top, dir_copies(top_holders), glob.start)]
     while stack:
@@ -229,23 +301,27 @@ def search(trees: Sequence[PipeTree], glob: Glob, top: str, limit: int) -> tuple
     return found, False
 
 
-def _search_names(top: str, node: Node, match: Callable[[str], bool], limit: int
+def _search_names(top: str, node: Node, rx: re.Pattern[str], limit: int
                   ) -> tuple[list[str], bool]:
+    """The '**/<name glob>' walk: per directory, one C-level filter over its names and one
+    pass picking its subdirectories; a path is built only for a match or a directory."""
     found: list[str] = []
     if type(node) is not Dir:
         return found, False
+    match = rx.match
     stack: list[tuple[str, Dir]] = [(top, node)]
     while stack:
         path, d = stack.pop()
         pre = "/" if path == "/" else path + "/"
-        for name, n in d.children.items():
-            if match(name):
-                found.append(pre + name)
-                if len(found) > limit:
-                    found.sort()
-                    return found[:limit], True
-            if type(n) is Dir:
-                stack.append((pre + name, n))
+        ch = d.children
+        hits = list(filter(match, ch))
+        if hits:
+            found.extend([pre + name for name in hits])
+            if len(found) > limit:
+                found.sort()
+                return found[:limit], True
+        stack.extend([(pre + name, n) for name, n in ch.items()
+                      if type(n) is Dir])
     found.sort()
     return found, False
 

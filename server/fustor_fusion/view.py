@@ -173,8 +173,19 @@ class View:
         if depth == 1 and limit is None and query.child_count(dirs) > cap - 1:
             self._too_large(cap)
         names = query.child_names(dirs, after)
-        children: list[dict[str, Any]] = []
         next_cursor = None
+        if depth == 1:
+            # a non-recursive listing: no per-child frames, holders or sub-listings
+            listing = query.render_children(path, dirs, names, only_path=only_path,
+                                            limit=limit)
+            if len(listing) > cap - 1:
+                self._too_large(cap)
+            if limit is not None and next(names, None) is not None:
+                next_cursor = query.encode_cursor(listing[-1]["name"]) if listing else (
+                    cursor if cursor is not None else query.encode_cursor(""))
+            entry["children"] = listing
+            return entry, next_cursor
+        children: list[dict[str, Any]] = []
         for name in names:
             if limit is not None and len(children) >= limit:
                 next_cursor = query.encode_cursor(children[-1]["name"]) if children else (

@@ -171,6 +171,37 @@ def test_search_over_union_reports_sources() -> None:
                                                       ("/y/b.dat", ["p2"])]
 
 
+def test_name_search_over_union_walks_each_tree_and_dedupes() -> None:
+    v, _ = make_view(("p1", "p2"))
+    v.apply("p1", [file("/x/a.dat"), file("/x/b.dat"), file("/f.dat")])
+    # p2: /x is a file there, /f.dat a directory with a match below
+    v.apply("p2", [file("/x"), file("/f.dat/c.dat"), file("/z/a.dat")])
+    m, tr = v.search("*.dat")
+    assert [x["path"] for x in m] == ["/f.dat", "/f.dat/c.dat", "/x/a.dat", "/x/b.dat",
+                                      "/z/a.dat"] and not tr
+    m, tr = v.search("a.dat", limit=1)
+    assert [x["path"] for x in m] == ["/x/a.dat"] and tr
+    m, tr = v.search("*.dat", limit=5)
+    assert len(m) == 5 and not tr
+
+
+def test_listing_shapes_of_every_kind_and_union_sources() -> None:
+    v, _ = make_view(("p1", "p2"))
+    v.apply("p1", [file("/d/f", size=3), up("/d/l", "symlink", target="t"), dir_("/d/s")])
+    v.apply("p1", [file("/d/s/x")])
+    e, cur = v.tree("/d", recursive=False)
+    assert [(c["name"], c["type"], c.get("target"), c.get("child_count")) for c in
+            e["children"]] == [("f", "file", None, None), ("l", "symlink", "t", None),
+                               ("s", "dir", None, 1)]
+    assert e["children"][0] == {**v.node("/d/f"), "name": "f"}  # type: ignore[dict-item]
+    assert all(c == v.node(c["path"]) for c in e["children"]) and cur is None
+    v.apply("p2", [file("/d/f", size=5, mtime=T0 + 1)])
+    e, _ = v.tree("/d", recursive=False, only_path=True)
+    assert e["children"][0] == {"name": "f", "path": "/d/f", "type": "file"}
+    e, _ = v.tree("/d", recursive=False)
+    assert e["children"][0]["sources"] == ["p1", "p2"] and e["children"][0]["size"] == 5
+
+
 def test_non_utf8_names_round_trip_through_listing_and_cursor() -> None:
     v, _ = make_view()
     odd = "caf\udce9"                             # os.fsdecode(b"caf\xe9")
