@@ -6,6 +6,7 @@ audits, and the end signal on failure."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import trio
 from agent_helpers import Recorder
 
+from fustor.agent import rows
 from fustor.agent.audit import AuditCache
 from fustor.agent.scanner import compile_excludes, run_scan, scan_to_null
 from fustor.protocol import parse_event
@@ -104,7 +106,8 @@ async def test_exclude(tmp_path: Path) -> None:
 
 
 async def test_vanished_directory_gets_no_dir_done(tmp_path: Path) -> None:
-    for name in ("a", "b", "c"):
+    names = [f"d{i}" for i in range(12)]
+    for name in names:
         (tmp_path / name).mkdir()
         (tmp_path / name / "f").write_bytes(b"1")
     rec = Recorder()
@@ -112,10 +115,13 @@ async def test_vanished_directory_gets_no_dir_done(tmp_path: Path) -> None:
 
     async def sink(rows: list[str]) -> None:
         rec.emit(rows)
-        # Once the root's listing has been delivered, remove a directory not yet listed.
+        # Once the root's listing has been delivered, remove a directory not yet listed: the
+        # walk may run a few chunks ahead of the sink, so take the one it lists last (the
+        # first listed by the root: subdirectories are visited last-in first-out).
         if not removed and any('"dir_done"' in r and '"path":"/"' in r for r in rows):
-            listed = {r["path"] for r in rec.ops("dir_done")}
-            victim = next(n for n in ("a", "b", "c") if f"/{n}" not in listed)
+            order = [r["path"][1:] for r in rec.ops("upsert")
+                     if r["path"] != "/" and r["path"].count("/") == 1]
+            victim = order[0]
             (tmp_path / victim / "f").unlink()
             (tmp_path / victim).rmdir()
             removed.append("/" + victim)
@@ -260,3 +266,30 @@ async def test_files_vanishing_between_listing_and_lstat(
     assert rec.paths() == {"/"} | {f"/keep{i}" for i in range(5)}
     # The listing itself was complete: the directory still gets its DirDone.
     assert [r["path"] for r in rec.ops("dir_done")] == ["/"]
+
+
+async def test_scan_rows_equal_realtime_rows(tmp_path: Path) -> None:
+    # The scanner builds rows with its own f-string: byte for byte what rows.upsert gives (the
+    # watcher's rows), for times before and after 1 s past the epoch, and for odd modes.
+    times = [0, 5, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789, -1_500_000_001]
+    for i, ns in enumerate(times):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(b"x" * i)
+        os.chmod(f, 0o4755 if i % 2 else 0o600)
+        try:
+            os.utime(f, ns=(ns, ns))
+        except OSError:
+            continue   # a filesystem without negative times
+    (tmp_path / "sub").mkdir()
+    rec: list[str] = []
+
+    async def sink(rows_: list[str]) -> None:
+        rec.extend(rows_)
+
+    res = await run_scan(str(tmp_path), sink, kind="snapshot", scan_id="s1")
+    assert res.ok
+    parent = rows.seconds(os.lstat(tmp_path).st_mtime_ns)
+    upserts = {json.loads(r)["path"]: r for r in rec if r.startswith('{"op":"upsert"')}
+    for name in [f"f{i}" for i in range(len(times))] + ["sub"]:
+        st = os.lstat(tmp_path / name)
+        assert upserts["/" + name] == rows.upsert("/" + name, st, scan="s1", parent_mtime=parent)
