@@ -43,6 +43,15 @@ class Page:
     meta: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Walk:
+    """Whole directory listings in walk order, and the directory the walk goes on at."""
+
+    listings: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    next: str | None
+    meta: dict[str, Any]
+
+
 def qpath(path: str) -> str:
     """Percent-encode a view path's bytes: names that are not UTF-8 (lone surrogates after
     os.fsdecode) travel as their original bytes."""
@@ -57,6 +66,8 @@ class ViewAPI(Protocol):
     async def metadata(self, path: str) -> tuple[dict[str, Any], dict[str, Any]]: ...
 
     async def list_page(self, path: str, limit: int, cursor: str | None = None) -> Page: ...
+
+    async def walk(self, start: str, max_entries: int) -> Walk: ...
 
     async def start_find(self, path: str) -> str | None: ...
 
@@ -164,6 +175,20 @@ class FusionClient:
             raise ProtocolError(f"Fusion sent children of {path} that are not a list")
         nxt = body.get("next_cursor")
         return Page(entry, children, nxt if isinstance(nxt, str) and nxt else None, body.get("meta") or {})
+
+    async def walk(self, start: str, max_entries: int) -> Walk:
+        """Whole listings of the directory `start` and of those after it in find's order,
+        about `max_entries` children in all (docs/API.md `walk`)."""
+        body = await self._get(f"{self._vbase}/walk?from={qpath(start)}"
+                               f"&max_entries={max_entries}&allow_partial=true")
+        listings = body.get("listings")
+        if not isinstance(listings, list) or not all(
+                isinstance(ls, dict) and isinstance(ls.get("entry"), dict)
+                and isinstance(ls.get("children"), list) for ls in listings):
+            raise ProtocolError(f"Fusion sent a walk from {start} without proper listings")
+        nxt = body.get("next")
+        return Walk([(ls["entry"], ls["children"]) for ls in listings],
+                    nxt if isinstance(nxt, str) else None, body.get("meta") or {})
 
     async def start_find(self, path: str) -> str | None:
         """Start (or join) a realtime find of the directory `path`; returns the job id.

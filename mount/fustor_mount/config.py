@@ -31,7 +31,8 @@ from fustor_mount.operations import CacheConfig
 
 DEFAULT_URL = "http://127.0.0.1:8101"
 # -o options that configure the mount itself rather than the kernel.
-OWN_OPTIONS = ("attr_timeout", "entry_timeout", "negative_timeout", "dir_timeout")
+OWN_OPTIONS = ("attr_timeout", "entry_timeout", "negative_timeout", "dir_timeout",
+               "prefetch_entries")
 # Options fustor-mount sets itself, or that would contradict a read-only metadata view.
 REFUSED_OPTIONS = ("rw", "fsname", "subtype")
 
@@ -91,7 +92,7 @@ class _File:
         "realtime_find": bool, "find_wait_sec": float, "find_rate": float, "find_burst": float,
         "timeout_sec": float, "connect_timeout_sec": float, "entry_timeout": float,
         "attr_timeout": float, "negative_timeout": float, "dir_timeout": float,
-        "page_size": int, "max_cached_entries": int, "logging": dict,
+        "page_size": int, "prefetch_entries": int, "max_cached_entries": int, "logging": dict,
     }
 
     def __init__(self, data: Mapping[str, Any], file: str | None) -> None:
@@ -164,7 +165,7 @@ def load_mount_config(args: argparse.Namespace, env: Mapping[str, str] | None = 
             try:
                 own[name] = float(value)
             except ValueError:
-                raise ConfigError(f"-o {name}: expected seconds, got {value!r}") from None
+                raise ConfigError(f"-o {name}: expected a number, got {value!r}") from None
         elif name == "rw":
             raise ConfigError("-o rw: the mount is read-only (Fusion holds metadata only)")
         elif name in REFUSED_OPTIONS:
@@ -186,11 +187,14 @@ def load_mount_config(args: argparse.Namespace, env: Mapping[str, str] | None = 
         negative_timeout=num("negative_timeout", d.negative_timeout),
         dir_timeout=num("dir_timeout", attr),
         page_size=int(f.get("page_size") or d.page_size),
+        prefetch_entries=int(num("prefetch_entries", d.prefetch_entries)),
         max_entries=int(f.get("max_cached_entries") or d.max_entries),
         stats_timeout=min(d.stats_timeout, max(attr, 0.1)),
     )
     if cache.page_size < 1:
         raise ConfigError("must be at least 1", file=str(path), key="page_size")
+    if cache.prefetch_entries < 0:
+        raise ConfigError("must be 0 (off) or more", file=str(path), key="prefetch_entries")
 
     logging_cfg = f.get("logging") or {}
     level = str(args.log_level or logging_cfg.get("level") or "INFO").upper()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyfuse3
+import trio
 
 from fustor import paths
 from fustor.errors import (
@@ -24,6 +25,7 @@ from fustor.errors import (
     FustorError,
     NotFoundError,
     NotReadyError,
+    ProtocolError,
     ScopeError,
     UnavailableError,
 )
@@ -56,6 +58,12 @@ class CacheConfig:
     # the cache (e.g. -o attr_timeout=120, which dir_timeout follows).
     dir_timeout: float = 10.0
     page_size: int = 5000  # children per listing request
+    # Walk readahead: a directory listed for the first time comes with the listings that
+    # follow it in find's order (Fusion's walk), up to this many entries per request, so a
+    # walk costs one request per few thousand entries instead of one per directory. The
+    # window starts small (an `ls` pays little) and doubles while the walk goes on where
+    # the previous answer ended. 0: one directory per request.
+    prefetch_entries: int = 5000
     max_entries: int = 2_000_000  # bound on cached entries, each of attrs and listings (~0.7 kB each)
     stats_timeout: float = 5.0  # statfs and the root's view state
 
@@ -102,6 +110,14 @@ class FustorOperations(ReadOnlyOperations):
         self._meta_at = float("-inf")
         self.partial: bool | None = None
         self._refused = False
+        self._walk_next: str | None = None  # where the last walk answer ended
+        self._window = min(WALK_START, cfg.prefetch_entries)
+        # Walk answers fetched ahead, in the background, while the caller works through the
+        # previous one: start → done event; and start of a fetched-ahead answer → where it
+        # ends (when the walk reaches that start, the answer after it is fetched).
+        self.nursery: trio.Nursery | None = None  # set by the runner; None: no fetching ahead
+        self._ahead: dict[str, trio.Event] = {}
+        self._chain: dict[str, str] = {}
 
     # ------------------------------------------------------------------ errno boundary
     @contextmanager
@@ -305,21 +321,86 @@ class FustorOperations(ReadOnlyOperations):
 
     async def _page(self, path: str, cursor: str | None) -> tuple[list[Entry], str | None]:
         """One listing page (one request, or the listing cache); its children's attributes go
-        into the attribute cache so lookups and getattr that follow need no request."""
+        into the attribute cache so lookups and getattr that follow need no request. A first
+        page comes from a walk when walk readahead is on."""
         cached = self.pages.get((path, cursor))
+        if cached is None and cursor is None and path in self._ahead:
+            await self._ahead[path].wait()
+            cached = self.pages.get((path, cursor))
         if cached is not None:
+            if self._chain and cursor is None and path in self._chain:
+                self._fetch_ahead(self._chain.pop(path))
             return cached
+        if cursor is None and self.cfg.prefetch_entries > 0:
+            sequential = path == self._walk_next
+            entries = await self._walk(path)
+            if entries is not None:
+                if sequential and self._walk_next is not None:
+                    self._fetch_ahead(self._walk_next)  # a walk is going on: keep ahead of it
+                return entries, None
         page = await self.client.list_page(path, self.cfg.page_size, cursor)
         self._note_meta(page.meta)
-        entries = [Entry.from_json(c) for c in page.children]
+        self.attrs.put(path, Entry.from_json(page.entry))
+        return self._listing(path, cursor, page.children, page.next_cursor), page.next_cursor
+
+    def _fetch_ahead(self, start: str) -> None:
+        if self.nursery is None or start in self._ahead or self.pages.get((start, None)):
+            return
+        self._ahead[start] = done = trio.Event()
+        self.nursery.start_soon(self._walk_ahead, start, done)
+
+    async def _walk_ahead(self, start: str, done: trio.Event) -> None:
+        try:
+            with self._errors("walk ahead", start):
+                await self._walk(start)
+                if self._walk_next is not None:
+                    if len(self._chain) > 64:  # walks abandoned before reaching their start
+                        self._chain.clear()
+                    self._chain[start] = self._walk_next
+        except FUSEError:
+            pass  # logged by _errors; the walk asks again when it gets there
+        finally:
+            del self._ahead[start]
+            done.set()
+
+    async def _walk(self, path: str) -> list[Entry] | None:
+        """`path`'s whole listing and those after it in walk order, all cached; None when the
+        directory is too big for one walk answer (it is paged instead)."""
+        most = self.cfg.prefetch_entries
+        self._window = min(self._window * 2, most) if path == self._walk_next else min(WALK_START, most)
+        known = self.attrs.get(path)
+        if known is not None and (known.child_count or 0) > most:
+            return None
+        try:
+            w = await self.client.walk(path, max(self._window, known.child_count or 0)
+                                       if known is not None else self._window)
+        except (ProtocolError, NotFoundError):
+            # Grew past the budget since we last saw it, or gone: the plain listing says
+            # which (and a Fusion without walks still serves plain listings).
+            return None
+        self._note_meta(w.meta)
+        first: list[Entry] | None = None
+        for entry, children in w.listings:
+            e = Entry.from_json(entry)
+            e.path = e.path or path
+            self.attrs.put(e.path, e)
+            entries = self._listing(e.path, None, children, None)
+            if first is None:
+                first = entries
+        self._walk_next = w.next
+        return first
+
+    def _listing(self, path: str, cursor: str | None, children: list[Any],
+                 next_cursor: str | None) -> list[Entry]:
+        """Parse and cache one listing page of `path` (entries and the page itself)."""
+        entries = [Entry.from_json(c) for c in children]
         join = paths.join
         for e in entries:
             if not e.path:  # Fusion sends it; a path from elsewhere would still work
                 e.path = join(path, e.name)
         self.attrs.put_many([(e.path, e) for e in entries])
-        self.attrs.put(path, Entry.from_json(page.entry))
-        self.pages.put((path, cursor), (entries, page.next_cursor), max(1, len(entries)))
-        return entries, page.next_cursor
+        self.pages.put((path, cursor), (entries, next_cursor), max(1, len(entries)))
+        return entries
 
     # ------------------------------------------------------------------ xattrs
     async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
@@ -354,3 +435,4 @@ class FustorOperations(ReadOnlyOperations):
 
 # The root of a view that holds nothing yet (no pipe has sent its root).
 _EMPTY_ROOT = Entry("", "dir", mode=0o555)
+WALK_START = 1000  # entries in the first walk answer of a new walk

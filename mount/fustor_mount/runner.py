@@ -126,6 +126,7 @@ async def serve_mount(
                      cfg.mountpoint, ",".join(sorted(options)), "on" if finder else "off")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+                ops.nursery = nursery
                 task_status.started({"view": view, "mountpoint": cfg.mountpoint})
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()

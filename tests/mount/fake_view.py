@@ -11,8 +11,8 @@ from typing import Any
 import trio
 
 from fustor import paths
-from fustor.errors import FustorError, NotFoundError, UnavailableError
-from fustor_mount.client import Page
+from fustor.errors import FustorError, NotFoundError, ProtocolError, UnavailableError
+from fustor_mount.client import Page, Walk
 
 T0 = 1_700_000_000.25
 
@@ -46,6 +46,7 @@ class FakeView:
         self.find_delay = 0.3
         self.job_duration = 0.5
         self.finds: list[str] = []
+        self.walks: list[tuple[str, int]] = []
         self._jobs: dict[str, tuple[float, str]] = {}
 
     # ------------------------------------------------------------------ building
@@ -108,6 +109,25 @@ class FakeView:
         more = i + limit < len(names)
         return Page(self._plain(path), [self._plain(paths.join(path, n)) for n in chunk],
                     chunk[-1] if more and chunk else None, dict(self.meta))
+
+    async def walk(self, start: str, max_entries: int) -> Walk:
+        """Fusion's walk: whole listings from `start` on in pre-order, within the budget."""
+        await self._enter("walk")
+        self.walks.append((start, max_entries))
+        if self.nodes.get(start, {}).get("type") != "dir":
+            raise NotFoundError(f"no directory {start!r}")
+        if len(self.children[start]) > max_entries:
+            raise ProtocolError(f"{start!r} has more than max_entries={max_entries} children")
+        order = [p for p in sorted(self.children, key=lambda p: paths.parts(p))]
+        listings: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        total = 0
+        for d in order[order.index(start):]:
+            kids = self.children[d]
+            if listings and total + len(kids) > max_entries:
+                return Walk(listings, d, dict(self.meta))
+            listings.append((self._plain(d), [self._plain(paths.join(d, n)) for n in kids]))
+            total += max(1, len(kids))
+        return Walk(listings, None, dict(self.meta))
 
     async def start_find(self, path: str) -> str | None:
         await self._enter("start_find")

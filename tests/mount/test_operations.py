@@ -15,14 +15,15 @@ import pytest
 import trio
 from fake_view import FakeView
 
-from fustor.errors import AuthError, ProtocolError
+from fustor.errors import AuthError, NotFoundError, ProtocolError
 from fustor_mount.finder import RealtimeFinder
 from fustor_mount.operations import CacheConfig, FustorOperations
 
 CTX = pyfuse3.RequestContext()
 ROOT = pyfuse3.ROOT_INODE
+# Plain listings (one request per page) unless a test turns walk readahead on.
 CFG = CacheConfig(entry_timeout=10.0, attr_timeout=10.0, negative_timeout=2.0, dir_timeout=10.0,
-                  page_size=5, max_entries=1000, stats_timeout=5.0)
+                  page_size=5, max_entries=1000, stats_timeout=5.0, prefetch_entries=0)
 
 
 @pytest.fixture
@@ -311,7 +312,7 @@ async def test_readdir_refused_entries_are_not_counted(big: FakeView, monkeypatc
 
 
 async def test_readdir_seeks_to_any_offset(big: FakeView, monkeypatch: pytest.MonkeyPatch) -> None:
-    ops = make_ops(big, cfg=CacheConfig(page_size=5, dir_timeout=0.0))
+    ops = make_ops(big, cfg=CacheConfig(page_size=5, dir_timeout=0.0, prefetch_entries=0))
     d = await ops.lookup(ROOT, b"big", CTX)
     fh = await ops.opendir(d.st_ino, CTX)
     for start in (7, 0, 11, 5, 12):
@@ -323,7 +324,7 @@ async def test_readdir_seeks_to_any_offset(big: FakeView, monkeypatch: pytest.Mo
 
 
 async def test_readdir_of_a_changing_directory_never_repeats(big: FakeView, monkeypatch: pytest.MonkeyPatch) -> None:
-    ops = make_ops(big, cfg=CacheConfig(page_size=5, dir_timeout=0.0))
+    ops = make_ops(big, cfg=CacheConfig(page_size=5, dir_timeout=0.0, prefetch_entries=0))
     d = await ops.lookup(ROOT, b"big", CTX)
     fh = await ops.opendir(d.st_ino, CTX)
     c = use_collector(monkeypatch, room=6)
@@ -350,6 +351,116 @@ async def test_listing_cache_serves_a_second_listing(big: FakeView, monkeypatch:
     big.add("/big/zz")
     names = await list_all(ops, d.st_ino, monkeypatch, room=100)
     assert names[-1] == b"zz" and big.calls["list_page"] == 6
+
+
+@pytest.fixture
+def wide(view: FakeView) -> FakeView:
+    view.add("/w", "dir")
+    for d in ("d0", "d1", "d2"):
+        view.add(f"/w/{d}", "dir")
+        view.add(f"/w/{d}/x.dat")
+        view.add(f"/w/{d}/y.dat")
+        view.add(f"/w/{d}/s", "dir")
+        view.add(f"/w/{d}/s/z.dat", size=3)
+    view.add("/w/huge", "dir")
+    for i in range(30):
+        view.add(f"/w/huge/h{i:02d}")
+    return view
+
+
+async def walk(ops: FustorOperations, path: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path below `path`, listed through readdir + lookup in find's order."""
+    a = await lookup_path(ops, path)
+    out: list[str] = []
+    stack = [(path, a.st_ino)]
+    while stack:
+        p, ino = stack.pop()
+        subdirs = []
+        for name in await list_all(ops, ino, monkeypatch, room=1000):
+            child = await ops.lookup(ino, name, CTX)
+            out.append(f"{p}/{name.decode()}")
+            if stat.S_ISDIR(child.st_mode):
+                subdirs.append((f"{p}/{name.decode()}", child.st_ino))
+        stack.extend(reversed(subdirs))
+    return sorted(out)
+
+
+async def test_walk_readahead_lists_what_find_visits_next(wide: FakeView, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock) -> None:
+    cfg = CacheConfig(page_size=10, prefetch_entries=20)
+    ops = make_ops(wide, cfg=cfg)
+    got = await walk(ops, "/w", monkeypatch)
+    plain = await walk(make_ops(wide, cfg=CacheConfig(page_size=10, prefetch_entries=0)),
+                       "/w", monkeypatch)
+    assert got == plain and len(got) == 4 + 3 * 4 + 30
+    # One walk brought /w and every directory after it up to /w/huge (30 > the 20 per
+    # answer), which is then paged: 3 pages of 10.
+    assert wide.walks == [("/w", 20)]
+    assert wide.calls["metadata"] == 2  # /w itself, once per walk; the rest came in listings
+    # Without readahead: one request per directory (w, 3 × d, 3 × s) and page (huge: 3).
+    assert wide.calls["list_page"] == 3 + 10
+    # Listings from a walk expire like any other: a listing after dir_timeout asks again.
+    await trio.sleep(cfg.dir_timeout + 1)
+    wide.add("/w/d1/s/new.dat")
+    d1s = await lookup_path(ops, "/w/d1/s")
+    assert b"new.dat" in await list_all(ops, d1s.st_ino, monkeypatch, room=100)
+    assert wide.walks[-1] == ("/w/d1/s", 20)
+
+
+async def test_walk_window_grows_along_a_walk_and_restarts_elsewhere(view: FakeView, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(40):
+        view.add(f"/t/d{i:02d}", "dir") if i else (view.add("/t", "dir"), view.add("/t/d00", "dir"))
+        for j in range(100):
+            view.add(f"/t/d{i:02d}/f{j:03d}")
+    ops = make_ops(view, cfg=CacheConfig(page_size=500, prefetch_entries=3000))
+    got = await walk(ops, "/t", monkeypatch)
+    assert len(got) == 40 * 101
+    assert [b for _, b in view.walks] == [1000, 2000, 3000]  # doubling up to the maximum
+    assert view.calls["list_page"] == 0
+    ops.pages.clear()
+    await list_all(ops, (await lookup_path(ops, "/t/d07")).st_ino, monkeypatch, room=1000)
+    assert view.walks[-1] == ("/t/d07", 1000)  # not where the last walk ended: small again
+
+
+async def test_walk_answers_are_fetched_ahead_of_the_walk(view: FakeView, monkeypatch: pytest.MonkeyPatch) -> None:
+    view.add("/t", "dir")
+    for i in range(60):
+        view.add(f"/t/d{i:02d}", "dir")
+        for j in range(100):
+            view.add(f"/t/d{i:02d}/f{j:03d}")
+    ops = make_ops(view, cfg=CacheConfig(page_size=500, prefetch_entries=2000))
+    ahead: list[str] = []
+    real = ops._walk_ahead
+
+    async def record(start: str, done: trio.Event) -> None:
+        ahead.append(start)
+        await real(start, done)
+    monkeypatch.setattr(ops, "_walk_ahead", record)
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+        got = await walk(ops, "/t", monkeypatch)
+    assert len(got) == 60 * 101
+    # The first answer (1000) is the caller's; at its end the walk goes on (2000) and the one
+    # after that is fetched ahead; each answer fetched ahead starts the next when reached.
+    assert view.walks == [("/t", 1000), ("/t/d09", 2000), ("/t/d29", 2000), ("/t/d49", 2000)]
+    assert ahead == ["/t/d29", "/t/d49"]
+    assert view.calls["list_page"] == 0
+
+
+async def test_walk_falls_back_to_plain_listings(wide: FakeView, monkeypatch: pytest.MonkeyPatch) -> None:
+    ops = make_ops(wide, cfg=CacheConfig(page_size=10, prefetch_entries=20))
+    # Known to be bigger than a walk answer: paged at once, no walk asked for.
+    huge = await lookup_path(ops, "/w/huge")
+    assert len(await list_all(ops, huge.st_ino, monkeypatch, room=100)) == 30
+    assert wide.walks == [] and wide.calls["list_page"] == 3
+    # A Fusion without walks (404) or refusing one (400): plain listings, same answers.
+    for error in (NotFoundError("no such endpoint"), ProtocolError("too many")):
+        ops = make_ops(wide, cfg=CacheConfig(page_size=10, prefetch_entries=20))
+
+        async def refuse(start: str, max_entries: int, error: Exception = error) -> None:
+            raise error
+        monkeypatch.setattr(wide, "walk", refuse)
+        assert len(await walk(ops, "/w", monkeypatch)) == 46
+        monkeypatch.undo()
 
 
 async def test_opendir_of_a_file_and_readdir_of_a_bad_handle(view: FakeView) -> None:
