@@ -301,8 +301,7 @@ async def run_scan(
                 await sink([row])
                 if is_dir:
                     walker = Walker(lister.visit, sink, workers=workers, limiter=limiter,
-                                    chunk=chunk,
-                                    count=lambda: counts.entries + counts.dirs + counts.skipped)
+                                    chunk=chunk, probe=True)
                     lister.spill = walker.spill
                     lister.spill_at = max(4 * chunk, 256)
                     with unwrap_group():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -24,9 +25,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[list[str]], Awaitable[None]]
 
-_PROBE_ENTRIES = 4000
-_PROBE_NS = 200_000_000
-_SLOW_NS = 15_000
+_PROBE_VISITS = 200          # directories timed before the thread count is decided
+_PROBE_NS = 200_000_000      # ... or this much time spent listing them
+_IO_WAITS = 0.5              # voluntary context switches per directory that mean I/O waits
 
 
 @contextlib.contextmanager
@@ -56,6 +57,11 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 T = TypeVar("T")
 
 
+def _waits() -> int:
+    """Voluntary context switches of the calling thread so far (it blocked: I/O, a lock)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
 class Walker(Generic[T]):
     """The parallel walk engine: `visit(task, out)` runs in a worker thread, appends rows to
     `out` and returns the subdirectories to visit next."""
@@ -68,7 +74,7 @@ class Walker(Generic[T]):
         workers: int,
         limiter: trio.CapacityLimiter | None = None,
         chunk: int = 2000,
-        count: Callable[[], int] | None = None,
+        probe: bool = False,
         depth: int = 2,
     ) -> None:
         self._visit = visit
@@ -87,13 +93,17 @@ class Walker(Generic[T]):
         self._changed = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         # Parallelism is decided by measurement: page-cached storage makes the walk CPU-bound
-        # and extra threads only fight for the GIL (2× slower here), while NFS or cold disks
-        # are latency-bound and gain from every thread. One thread walks until it has timed
-        # enough entries; slower than `_SLOW_NS` per entry → all workers.
-        self._count = count
-        self._allowed = 1 if count is not None and self._workers > 1 else self._workers
+        # and extra threads only fight for the GIL (2× slower here), while NFS, FUSE or cold
+        # disks are latency-bound and gain from every thread. One thread lists `_PROBE_VISITS`
+        # directories; if it blocked on I/O (`_IO_WAITS` voluntary context switches per
+        # directory: 0 page-cached, ~50 on bindfs) → all workers. Not wall time per entry: on a
+        # busy machine preemption makes a cached walk look slow (those switches are
+        # involuntary).
+        self._probing = probe and self._workers > 1
+        self._allowed = 1 if self._probing else self._workers
         self._probe_ns = 0
-        self._probe_entries = 0
+        self._probe_visits = 0
+        self._probe_waits = 0
 
     def spill(self, out: list[str]) -> None:
         """From a worker thread: hand over the rows gathered so far (a huge directory is
@@ -157,16 +167,18 @@ class Walker(Generic[T]):
         # Read without a lock: a stale answer only flushes a chunk early or late.
         return not self._stack and self._active < self._allowed
 
-    def _probe(self, ns: int, entries: int) -> None:
+    def _probe(self, ns: int, waits: int) -> None:
         self._probe_ns += ns
-        self._probe_entries += entries
-        if self._probe_entries >= _PROBE_ENTRIES or self._probe_ns >= _PROBE_NS:
-            per = self._probe_ns / max(1, self._probe_entries)
-            if per > _SLOW_NS:
-                log.debug("walk: %.1f µs per entry, using %d threads", per / 1000, self._workers)
+        self._probe_visits += 1
+        self._probe_waits += waits
+        if self._probe_visits >= _PROBE_VISITS or self._probe_ns >= _PROBE_NS:
+            per = self._probe_waits / self._probe_visits
+            if per >= _IO_WAITS:
+                log.debug("walk: %.1f I/O waits per directory, using %d threads", per,
+                          self._workers)
                 self._allowed = self._workers
                 trio.from_thread.run_sync(self._wake, trio_token=self._token)
-            self._count = None
+            self._probing = False
 
     def _walk(self, first: T) -> None:
         local = [first]
@@ -178,11 +190,10 @@ class Walker(Generic[T]):
                     break
                 local.append(more)
             task = local.pop()
-            count = self._count
-            if count is not None:
-                t0, n0 = time.perf_counter_ns(), count()
+            if self._probing:
+                t0, w0 = time.perf_counter_ns(), _waits()
                 local.extend(self._visit(task, out))
-                self._probe(time.perf_counter_ns() - t0, count() - n0)
+                self._probe(time.perf_counter_ns() - t0, _waits() - w0)
             else:
                 local.extend(self._visit(task, out))
             if len(out) >= self._chunk or (len(local) > 1 and self._starving()):

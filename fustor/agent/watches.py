@@ -111,7 +111,7 @@ class WatchTree:
     async def install(self, top: Node | None = None) -> None:
         """Watch `top` and every directory below it (watch first, then list)."""
         walker: Walker[Node] = Walker(self._install_visit, _no_rows, workers=self._workers,
-                                      limiter=self._limiter, chunk=1 << 30)
+                                      limiter=self._limiter, chunk=1 << 30, probe=True)
         await walker.run([top or self.top])
 
     def _install_visit(self, node: Node, out: list[str]) -> list[Node]:
