@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -37,8 +38,15 @@ from fustor_fusion.state import FusionState, PipeRuntime
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 2000
+# Rows applied between two checkpoints: ~1-3 ms (1-6 us per row, more with several pipes
+# in a view). A query needs several scheduling rounds (read, handle, send), each of which may
+# wait for one chunk, so the chunk bounds query latency during ingest a few times over.
+CHUNK_ROWS = 500
 THREAD_PARSE_BYTES = 256 * 1024     # bigger bodies are decoded in a worker thread
+# json.loads is one C call that holds the GIL throughout (~10 ns per byte): a worker thread
+# decoding a 2.5 MB batch in one go would stop the event loop for 25 ms or more. Agent-shaped
+# bodies are decoded in pieces of about this size instead, so the loop gets the GIL between.
+DECODE_PIECE_BYTES = 128 * 1024
 BODY_TIMEOUT_SEC = 120
 
 
@@ -50,14 +58,51 @@ class InvalidBatchError(ProtocolError):
 
 Marks = list[tuple[int, ScanStart | ScanEnd]]
 
+# The shape agents send (fustor/agent/rows.py, PROTOCOL.md): {"seq":N,"events":[{"op":...},...]}
+_HEAD = re.compile(rb'[ \t\r\n]*\{"seq":(0|[1-9][0-9]{0,17}),"events":\[')
+_ROW_SEP = b'},{"op":'
+
+
+def _loads_in_pieces(body: bytes) -> dict[str, Any] | None:
+    """The body of an agent-shaped batch, its events decoded a piece at a time (each piece a
+    run of whole rows); None for any other shape, or anything a piece cannot decode, and
+    the caller decodes the whole body (same result, same error messages).
+
+    Cutting at `},{"op":` is safe: inside a JSON string a `"` is always escaped, so the
+    sequence only occurs between values; if it occurs between values nested inside a row,
+    the pieces on either side have unbalanced brackets and do not decode (whole decode)."""
+    m = _HEAD.match(body)
+    if m is None:
+        return None
+    end = len(body)
+    while end and body[end - 1] in b" \t\r\n":
+        end -= 1
+    if body[end - 2:end] != b"]}":
+        return None
+    pos, stop = m.end(), end - 2
+    events: list[Any] = []
+    loads = json.loads
+    try:
+        while pos < stop:
+            cut = body.find(_ROW_SEP, pos + DECODE_PIECE_BYTES, stop)
+            nxt = stop if cut < 0 else cut + 1            # the piece ends with its '}'
+            piece = loads(b"".join((b"[", body[pos:nxt], b"]")))
+            events.extend(piece)
+            pos = nxt + 1                                 # past the ','
+    except ValueError:
+        return None
+    return {"seq": int(m.group(1)), "events": events}
+
 
 def decode_batch(body: bytes, max_events: int) -> tuple[Batch, Marks]:
     """Parse and validate a whole batch (pure; runs in a worker thread for big bodies).
     Also returns its scan_start/scan_end rows with their index, for roles, jobs and logs."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"body is not valid JSON: {exc}") from None
+    data = _loads_in_pieces(body) if len(body) > DECODE_PIECE_BYTES else None
+    if data is None:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("body: expected a JSON object with 'seq' and 'events'")
     try:

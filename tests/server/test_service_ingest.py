@@ -13,7 +13,7 @@ import trio.lowlevel
 from fusion_rows import synthetic_snapshot
 from service_support import make_config
 
-from fustor.errors import SessionExpiredError
+from fustor.errors import ProtocolError, SessionExpiredError
 from fustor.protocol import Event, encode
 from fustor_fusion import receiver
 from fustor_fusion.state import FusionState
@@ -125,3 +125,35 @@ async def test_a_leader_change_mid_batch_spares_the_find_that_batch_started() ->
         await receiver.ingest(state, state.pipes["pipe-1"], fol, data, 20000)
     assert state.sessions.leader_of("pipe-1") is fol
     assert [s["scan"] for s in view.scan_progress("pipe-1")["running"]] == ["fb"]
+
+
+def test_agent_shaped_bodies_decode_in_pieces_like_json_loads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(receiver, "DECODE_PIECE_BYTES", 300)
+    # rows as agents write them: "op" first
+    rows: list[Any] = [{"op": d.pop("op"), **d} for d in
+                       (encode(e) for e in synthetic_snapshot(40, fanout=10))]
+    rows[5]["path"] = '/d00000/odd},{"op":"x"}]}'         # the separator inside a string
+    rows[9]["extra"] = [{"op": "nested"}, {"op": "again"}]  # ... and between nested values
+    text = json.dumps({"seq": 7, "events": rows}, separators=(",", ":"))
+    assert text.count('},{"op":') == len(rows)     # one more than row boundaries: the nested
+    got = receiver._loads_in_pieces(text.encode())
+    assert got == {"seq": 7, "events": rows}
+    fallbacks = 0
+    for size in range(1, 3000, 7):        # cuts everywhere, the nested separator included
+        monkeypatch.setattr(receiver, "DECODE_PIECE_BYTES", size)
+        pieces = receiver._loads_in_pieces(text.encode())
+        assert pieces in (None, got)
+        fallbacks += pieces is None
+    assert fallbacks
+    assert receiver._loads_in_pieces((text + " \n").encode()) == got
+    # not the agents' shape, or not valid: None, and decode_batch decodes the whole body
+    for other in (json.dumps({"events": rows, "seq": 7}), text.replace('"seq":7', '"seq":07'),
+                  text[:-1] + ',"seq":8}', text.replace('"events":[', '"events": ['),
+                  text.replace('{"op":"nested"}', '{"op":"nested"]')):
+        assert receiver._loads_in_pieces(other.encode()) is None
+    bad = text.replace('{"op":"nested"}', '{"op":"nested"]').encode()
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        receiver.decode_batch(bad, 20000)
+    batch, marks = receiver.decode_batch(text.encode(), 20000)
+    assert batch.seq == 7 and len(batch.events) == len(rows) and len(marks) == 2
