@@ -246,8 +246,11 @@ class Session:
         """Post `batch_rows` (already JSON) in batches; returns when all are applied."""
         limit_n = max(1, self.info.max_batch_events)
         limit_b = max(1024, self.info.max_batch_bytes - 64)
-        start = 0
         n = len(batch_rows)
+        if n <= limit_n and sum(map(len, batch_rows)) + n <= limit_b:
+            await self._post(batch_rows)     # the usual case, sized in C rather than per row
+            return
+        start = 0
         while start < n:
             end, size = start, 0
             while end < n and end - start < limit_n:

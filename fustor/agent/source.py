@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 from collections import deque
 
@@ -18,6 +17,7 @@ import trio
 from fustor.agent.scanner import compile_excludes
 from fustor.agent.walk import unwrap_group
 from fustor.agent.watcher import Watcher, WatchStats
+from fustor.agent.watches import unescape_mountinfo
 from fustor.config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -235,11 +235,6 @@ def _root_identity(root: str) -> tuple[int, bool]:
     return os.stat(root).st_dev, is_mountpoint(root)
 
 
-def _unescape(field: bytes) -> bytes:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
-
-
 def is_mountpoint(path: str) -> bool:
     """True when `path` is a mount point, bind mounts of the same filesystem included
     (os.path.ismount misses those: same device, and the parent is a normal directory)."""
@@ -250,7 +245,7 @@ def is_mountpoint(path: str) -> bool:
         with open("/proc/self/mountinfo", "rb") as f:
             for line in f:
                 fields = line.split(b" ")
-                if len(fields) > 4 and _unescape(fields[4]) == target:
+                if len(fields) > 4 and unescape_mountinfo(fields[4]) == target:
                     return True
     except OSError:
         pass

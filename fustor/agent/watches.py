@@ -5,6 +5,10 @@ demand. Watches are installed by the parallel walk (watch first, then list). Whe
 quota is used up (ENOSPC) the most recently modified directories keep their watches: the
 eviction order (a heap of mtimes) is only built once the limit is hit, since it costs memory
 per directory. About 250 bytes per directory in all.
+
+On filesystems where a directory's link count is 2 + its subdirectories (ext2/3/4, xfs,
+tmpfs: the list GNU find's fts trusts too), a directory with 2 links is not listed by the
+installation: it has no subdirectory to watch. On the bench tree that skips 96% of entries.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +29,34 @@ from fustor.agent.walk import Walker
 log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Filesystems whose directory link count is 2 + subdirectories (btrfs says 1, overlayfs says 1
+# for merged directories, NFS and FUSE pass on whatever the server says).
+_NLINK_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
+
+
+def fs_type(path: str) -> str | None:
+    """The filesystem type of the mount holding `path` (/proc/self/mountinfo), None if unknown."""
+    target = os.path.realpath(path)
+    best, kind = -1, None
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                left, sep, right = line.partition(b" - ")
+                fields = left.split(b" ")
+                if not sep or len(fields) < 5:
+                    continue
+                mnt = os.fsdecode(unescape_mountinfo(fields[4]))
+                inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= best:
+                    best, kind = len(mnt), os.fsdecode(right.split(b" ", 1)[0])
+    except OSError:
+        return None
+    return kind
+
+
+def unescape_mountinfo(field: bytes) -> bytes:
+    """A mountinfo path field: space, tab, newline and backslash are escaped as \\ooo."""
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
 
 
 class Node:
@@ -86,6 +119,13 @@ class WatchTree:
         self.limited = False
         self._heap: list[tuple[int, int]] = []   # (mtime ns, wd): eviction order when limited
         self._lock = threading.Lock()
+        # The device whose directories' link counts tell their subdirectories (None: none).
+        self._nlink_dev: int | None = None
+        if fs_type(self.root) in _NLINK_FS:
+            try:
+                self._nlink_dev = os.stat(self.root).st_dev
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.ino.close()
@@ -116,13 +156,19 @@ class WatchTree:
 
     def _install_visit(self, node: Node, out: list[str]) -> list[Node]:
         path = node.path()
+        local = self.local(path)
         try:
-            fd = os.open(self.local(path), _DIR_FLAGS)
+            fd = os.open(local, _DIR_FLAGS)
         except OSError:
             return []
         try:
             mtime = os.fstat(fd).st_mtime_ns
-            self.watch(node, mtime)
+            self.watch(node, mtime, local)
+            if self._nlink_dev is not None:
+                # Stat again after the watch: a subdirectory made since then is an event.
+                st = os.fstat(fd)
+                if st.st_nlink == 2 and st.st_dev == self._nlink_dev:
+                    return []
             subs: list[Node] = []
             new = 0
             prefix = "/" if path == "/" else path + "/"
@@ -148,12 +194,14 @@ class WatchTree:
         finally:
             os.close(fd)
 
-    def watch(self, node: Node, mtime: int) -> None:
-        """Add the watch of `node`; when the quota is used up, take it from the least recently
-        modified watched directory if that one is older."""
+    def watch(self, node: Node, mtime: int, local: str | None = None) -> None:
+        """Add the watch of `node` (at `local`, its local path, when known); when the quota is
+        used up, take it from the least recently modified watched directory if that one is
+        older."""
         ino = self.ino
         assert ino is not None
-        local = self.local(node.path())
+        if local is None:
+            local = self.local(node.path())
         wd: int | None
         try:
             wd = ino.add_watch(local)

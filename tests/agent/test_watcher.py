@@ -16,6 +16,7 @@ from agent_helpers import Recorder, wait_until
 from fustor.agent.inotify import IN_Q_OVERFLOW, RawEvent
 from fustor.agent.scanner import compile_excludes
 from fustor.agent.watcher import Watcher
+from fustor.agent.watches import fs_type
 
 
 async def start(nursery: trio.Nursery, root: Path, **kw: object) -> tuple[Watcher, Recorder]:
@@ -213,3 +214,27 @@ async def test_root_deleted_is_a_fault(root: Path, nursery: trio.Nursery) -> Non
     w, rec = await start(nursery, root)
     root.rmdir()
     await wait_until(lambda: "root_deleted" in w.stats().faults)
+
+
+async def test_install_watches_leaves_and_inner_directories(root: Path,
+                                                            nursery: trio.Nursery) -> None:
+    # Leaves (link count 2: not listed on ext4/xfs/tmpfs), directories holding only
+    # directories, and directories holding both: every one is watched.
+    for i in range(3):
+        for j in range(3):
+            leaf = root / f"a{i}" / f"b{j}"
+            leaf.mkdir(parents=True)
+            (leaf / "f.dat").write_bytes(b"1")
+        (root / f"a{i}" / "g.dat").write_bytes(b"1")
+    (root / "a0" / "b0" / "c").mkdir()
+    w, rec = await start(nursery, root)
+    s = w.stats()
+    assert s.watched == s.directories == 1 + 3 + 9 + 1
+    for d in ("a2/b1", "a0/b0/c", "a1"):
+        (root / d / "new.dat").write_bytes(b"n")
+    await wait_until(lambda: {"/a2/b1/new.dat", "/a0/b0/c/new.dat", "/a1/new.dat"} <= rec.paths())
+
+
+def test_fs_type_names_the_mount(tmp_path: Path) -> None:
+    assert fs_type("/proc/self") == "proc"
+    assert fs_type(str(tmp_path))    # whatever it is, it is named
