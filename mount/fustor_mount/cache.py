@@ -2,8 +2,10 @@
 (directory, cursor), and names known to be missing. Plus the token bucket that limits
 realtime finds.
 
-Every cache of one kind has one TTL, so insertion order is expiry order: re-inserting a key
-moves it to the end, and both expiry and eviction pop from the front in O(1). An OrderedDict,
+Items live `ttl` seconds, or less when put with their own (shorter) ttl. Insertion order is
+eviction order: re-inserting a key moves it to the end, and eviction pops from the front in
+O(1); expiry pops expired items from the front too, and get() drops an expired one it meets
+(an item with a short ttl behind longer ones waits for one of the two). An OrderedDict,
 not a dict: a plain dict that is popped from the front finds its next first item by scanning
 the holes left behind, which made a walk of 250k entries spend most of its time there.
 """
@@ -47,30 +49,31 @@ class TTLCache(Generic[K, V]):
             return None
         return item[1]
 
-    def put(self, key: K, value: V, weight: int = 1) -> None:
+    def put(self, key: K, value: V, weight: int = 1, ttl: float | None = None) -> None:
         if self.ttl <= 0:
             return
         self.discard(key)
         now = self._clock()
-        self._items[key] = (now + self.ttl, value, weight)
+        self._items[key] = (now + (self.ttl if ttl is None else min(ttl, self.ttl)), value, weight)
         self.weight += weight
         if self.weight > self.max_weight:
             self._trim()
         self._expire(now, 4)
 
-    def put_many(self, pairs: list[tuple[K, V]]) -> None:
-        """Like put() for each pair (weight 1), with one clock read: pages hold thousands."""
+    def put_many(self, pairs: list[tuple[K, V]], ttls: list[float] | None = None) -> None:
+        """Like put() for each pair (weight 1, ttl from `ttls` if given), with one clock
+        read: pages hold thousands."""
         if self.ttl <= 0:
             return
         items = self._items
         now = self._clock()
         until = now + self.ttl
         added = 0
-        for key, value in pairs:
+        for i, (key, value) in enumerate(pairs):
             old = items.pop(key, None)
             if old is not None:
                 added -= old[2]
-            items[key] = (until, value, 1)
+            items[key] = (until if ttls is None else now + min(ttls[i], self.ttl), value, 1)
             added += 1
         self.weight += added
         if self.weight > self.max_weight:

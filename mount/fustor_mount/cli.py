@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-D", "--detach", action="store_true", help="run in the background once mounted")
     p.add_argument("-o", dest="options", action="append", metavar="OPTIONS",
                    help="mount options, comma separated: allow_other, attr_timeout=SEC, "
-                   "entry_timeout=SEC, negative_timeout=SEC, dir_timeout=SEC, ...")
+                   "attr_timeout_min=SEC, entry_timeout=SEC, negative_timeout=SEC, "
+                   "dir_timeout=SEC, prefetch_entries=N, ...")
     p.add_argument("--no-realtime-find", action="store_true",
                    help="do not ask the agents to look for names the view does not know")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")

@@ -7,7 +7,8 @@ url: http://fusion-host:8101
 view: unified-view
 api_key: external-read-only-key      # or api_key_file: /etc/fustor/view.key
 options: [allow_other]               # extra mount options
-attr_timeout: 10                     # seconds (also entry_timeout, negative_timeout, dir_timeout)
+attr_timeout: 60                     # seconds, at most (also entry_timeout, dir_timeout)
+attr_timeout_min: 3                  # at least (recently changed entries: a tenth of their age)
 realtime_find: true
 find_wait_sec: 2.0
 logging: {level: INFO}
@@ -31,8 +32,8 @@ from fustor_mount.operations import CacheConfig
 
 DEFAULT_URL = "http://127.0.0.1:8101"
 # -o options that configure the mount itself rather than the kernel.
-OWN_OPTIONS = ("attr_timeout", "entry_timeout", "negative_timeout", "dir_timeout",
-               "prefetch_entries")
+OWN_OPTIONS = ("attr_timeout", "attr_timeout_min", "entry_timeout", "negative_timeout",
+               "dir_timeout", "prefetch_entries")
 # Options fustor-mount sets itself, or that would contradict a read-only metadata view.
 REFUSED_OPTIONS = ("rw", "fsname", "subtype")
 
@@ -91,7 +92,8 @@ class _File:
         "url": str, "view": str, "api_key": str, "api_key_file": str, "options": (list, str),
         "realtime_find": bool, "find_wait_sec": float, "find_rate": float, "find_burst": float,
         "timeout_sec": float, "connect_timeout_sec": float, "entry_timeout": float,
-        "attr_timeout": float, "negative_timeout": float, "dir_timeout": float,
+        "attr_timeout": float, "attr_timeout_min": float, "negative_timeout": float,
+        "dir_timeout": float,
         "page_size": int, "prefetch_entries": int, "max_cached_entries": int, "logging": dict,
     }
 
@@ -184,6 +186,7 @@ def load_mount_config(args: argparse.Namespace, env: Mapping[str, str] | None = 
     cache = CacheConfig(
         entry_timeout=num("entry_timeout", attr),
         attr_timeout=attr,
+        attr_timeout_min=num("attr_timeout_min", d.attr_timeout_min),
         negative_timeout=num("negative_timeout", d.negative_timeout),
         dir_timeout=num("dir_timeout", attr),
         page_size=int(f.get("page_size") or d.page_size),

@@ -34,14 +34,14 @@ class Entry:
 
     __slots__ = (
         "name", "path", "kind", "st_mode", "size", "mtime_ns", "ctime_ns", "uid", "gid",
-        "target", "suspect", "sources", "blind_spot", "conflict", "child_count", "_attr",
+        "target", "suspect", "sources", "blind_spot", "conflict", "child_count", "ttl", "_attr",
     )
 
     def __init__(
         self, name: str, kind: str, *, path: str = "", size: int = 0, mtime_ns: int = 0, ctime_ns: int = 0,
         mode: int = 0o755, uid: int = 0, gid: int = 0, target: str | None = None,
         suspect: bool = False, sources: tuple[str, ...] = (), blind_spot: str | None = None,
-        conflict: bool = False, child_count: int | None = None,
+        conflict: bool = False, child_count: int | None = None, ttl: float = 1.0,
     ) -> None:
         self.name = name
         self.path = path
@@ -58,6 +58,7 @@ class Entry:
         self.blind_spot = blind_spot
         self.conflict = conflict
         self.child_count = child_count
+        self.ttl = ttl  # seconds its answers are trusted (kernel and our caches)
         self._attr: pyfuse3.EntryAttributes | None = None
 
     @classmethod
@@ -87,6 +88,7 @@ class Entry:
             e.conflict = bool(get("conflict"))
             cc = get("child_count")
             e.child_count = None if cc is None else int(cc)
+            e.ttl = 0.0  # the caller decides (FustorOperations._trust)
             e._attr = None
             return e
         except KeyError as exc:
@@ -96,17 +98,18 @@ class Entry:
         except (AttributeError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed entry from Fusion: {exc!r} in {dict(node)!r:.200}") from exc
 
-    def attributes(self, ino: int, entry_timeout: float, attr_timeout: float) -> pyfuse3.EntryAttributes:
+    def attributes(self, ino: int, entry_timeout: float) -> pyfuse3.EntryAttributes:
         """Complete stat attributes for the kernel (also used by readdirplus, so nothing may be
-        left out). Built once per entry and reused: its fields never change."""
+        left out), trusted for `ttl` (the name → inode answer at most `entry_timeout`). Built
+        once per entry and reused: its fields never change."""
         a = self._attr
         if a is not None and a.st_ino == ino:
             return a
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
         a.generation = 0
-        a.entry_timeout = entry_timeout
-        a.attr_timeout = attr_timeout
+        a.entry_timeout = min(self.ttl, entry_timeout)
+        a.attr_timeout = self.ttl
         a.st_mode = self.st_mode
         # Directories report nlink 1: "unknown number of subdirectories", which makes find and
         # fts skip their leaf optimisation instead of trusting a wrong count.

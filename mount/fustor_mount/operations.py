@@ -49,14 +49,17 @@ FUSEError = pyfuse3.FUSEError
 
 @dataclass(frozen=True)
 class CacheConfig:
-    entry_timeout: float = 10.0  # kernel + our cache: how long a name → entry answer is trusted
-    attr_timeout: float = 10.0  # kernel + our cache: how long attributes are trusted
+    # How long answers are trusted (kernel + our caches): an entry's attributes, and a
+    # directory's listing, for a tenth of the time since it last changed (its mtime), between
+    # attr_timeout_min and attr_timeout; entries under integrity_suspect for the minimum.
+    # NFS's rule for its attribute cache: a tree at rest is cached long (a second `find` is
+    # served from memory), a file being written or a directory being filled is asked again
+    # soon. attr_timeout_min = attr_timeout gives one fixed timeout.
+    attr_timeout: float = 60.0
+    attr_timeout_min: float = 3.0
+    entry_timeout: float = 60.0  # at most this long for a name → entry answer
     negative_timeout: float = 2.0  # how long "no such name" is trusted (kernel + ours)
-    # How long a listing page (names and the children's attributes) is reused by the next
-    # readdir. Like attr_timeout by default, so `ls` is as fresh as `stat`; a second walk of a
-    # tree bigger than one timeout's worth of listing needs longer timeouts to be served from
-    # the cache (e.g. -o attr_timeout=120, which dir_timeout follows).
-    dir_timeout: float = 10.0
+    dir_timeout: float = 60.0  # at most this long for a listing page
     page_size: int = 5000  # children per listing request
     # Walk readahead: a directory listed for the first time comes with the listings that
     # follow it in find's order (Fusion's walk), up to this many entries per request, so a
@@ -91,6 +94,7 @@ class FustorOperations(ReadOnlyOperations):
     def __init__(
         self, client: ViewAPI, cfg: CacheConfig | None = None, *,
         finder: RealtimeFinder | None = None, clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.client = client
@@ -98,6 +102,7 @@ class FustorOperations(ReadOnlyOperations):
         self.finder = finder
         self.inodes = InodeTable()
         self._clock = clock
+        self._wall = wall
         self.attrs: TTLCache[str, Entry] = TTLCache(cfg.attr_timeout, cfg.max_entries, clock=clock)
         self.missing: TTLCache[str, bool] = TTLCache(cfg.negative_timeout, 100_000, clock=clock)
         self.pages: TTLCache[tuple[str, str | None], tuple[list[Entry], str | None]] = TTLCache(
@@ -186,11 +191,25 @@ class FustorOperations(ReadOnlyOperations):
             node, meta = found
         self._note_meta(meta)
         e = Entry.from_json(node)
-        self.attrs.put(path, e)
+        e.path = e.path or path
+        return self._remember(e, self._wall())
+
+    def _trust(self, e: Entry, now: float) -> None:
+        cfg = self.cfg
+        least = min(cfg.attr_timeout_min, cfg.attr_timeout)
+        if e.suspect:
+            e.ttl = least
+        else:
+            e.ttl = min(cfg.attr_timeout, max(least, (now - e.mtime_ns * 1e-9) * 0.1))
+
+    def _remember(self, e: Entry, now: float) -> Entry:
+        """Cache one entry (a directory's own entry, or a metadata answer)."""
+        self._trust(e, now)
+        self.attrs.put(e.path, e, ttl=e.ttl)
         return e
 
     def _attributes(self, e: Entry, ino: int) -> pyfuse3.EntryAttributes:
-        return e.attributes(ino, self.cfg.entry_timeout, self.cfg.attr_timeout)
+        return e.attributes(ino, self.cfg.entry_timeout)
 
     # ------------------------------------------------------------------ metadata ops
     async def lookup(
@@ -274,7 +293,7 @@ class FustorOperations(ReadOnlyOperations):
             number = self.inodes.number
             ref = self.inodes.ref
             reply = pyfuse3.readdir_reply
-            et, at = self.cfg.entry_timeout, self.cfg.attr_timeout
+            et = self.cfg.entry_timeout
             pos = start_id
             while True:
                 if not await self._hold_page(h, pos):
@@ -294,7 +313,7 @@ class FustorOperations(ReadOnlyOperations):
                             node.lookups += 1
                             continue
                     ino = number(e.path, e.kind)
-                    if not reply(token, name, e.attributes(ino, et, at), base + i + 1):
+                    if not reply(token, name, e.attributes(ino, et), base + i + 1):
                         return
                     ref(ino, e.path, e.kind)  # readdirplus counts as a lookup, once accepted
                 pos = base + len(entries)
@@ -340,8 +359,8 @@ class FustorOperations(ReadOnlyOperations):
                 return entries, None
         page = await self.client.list_page(path, self.cfg.page_size, cursor)
         self._note_meta(page.meta)
-        self.attrs.put(path, Entry.from_json(page.entry))
-        return self._listing(path, cursor, page.children, page.next_cursor), page.next_cursor
+        d = self._remember(Entry.from_json(page.entry), self._wall())
+        return self._listing(d, path, cursor, page.children, page.next_cursor), page.next_cursor
 
     def _fetch_ahead(self, start: str) -> None:
         if self.nursery is None or start in self._ahead or self.pages.get((start, None)):
@@ -380,26 +399,31 @@ class FustorOperations(ReadOnlyOperations):
             return None
         self._note_meta(w.meta)
         first: list[Entry] | None = None
+        now = self._wall()
         for entry, children in w.listings:
             e = Entry.from_json(entry)
             e.path = e.path or path
-            self.attrs.put(e.path, e)
-            entries = self._listing(e.path, None, children, None)
+            self._remember(e, now)
+            entries = self._listing(e, e.path, None, children, None)
             if first is None:
                 first = entries
         self._walk_next = w.next
         return first
 
-    def _listing(self, path: str, cursor: str | None, children: list[Any],
+    def _listing(self, d: Entry, path: str, cursor: str | None, children: list[Any],
                  next_cursor: str | None) -> list[Entry]:
-        """Parse and cache one listing page of `path` (entries and the page itself)."""
+        """Parse and cache one listing page of `path` (entries and the page itself, which is
+        trusted as long as the directory's own entry `d`)."""
         entries = [Entry.from_json(c) for c in children]
         join = paths.join
+        trust = self._trust
+        now = self._wall()
         for e in entries:
             if not e.path:  # Fusion sends it; a path from elsewhere would still work
                 e.path = join(path, e.name)
-        self.attrs.put_many([(e.path, e) for e in entries])
-        self.pages.put((path, cursor), (entries, next_cursor), max(1, len(entries)))
+            trust(e, now)
+        self.attrs.put_many([(e.path, e) for e in entries], [e.ttl for e in entries])
+        self.pages.put((path, cursor), (entries, next_cursor), max(1, len(entries)), ttl=d.ttl)
         return entries
 
     # ------------------------------------------------------------------ xattrs

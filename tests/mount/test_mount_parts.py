@@ -200,6 +200,9 @@ def test_config_defaults_file_and_precedence(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("FUSTOR_HOME", str(tmp_path))
     cfg = load_mount_config(parse(), env={})
     assert (cfg.url, cfg.view, cfg.api_key, cfg.realtime_find) == ("http://127.0.0.1:8101", None, None, True)
+    c = cfg.cache
+    assert (c.attr_timeout, c.attr_timeout_min, c.entry_timeout, c.dir_timeout) == (60, 3, 60, 60)
+    assert c.prefetch_entries == 5000
     (tmp_path / "key").write_text("from-key-file\n")
     (tmp_path / "mount.yaml").write_text(
         "url: http://f:8101\nview: v1\napi_key_file: " + str(tmp_path / "key") + "\n"
@@ -213,10 +216,12 @@ def test_config_defaults_file_and_precedence(tmp_path: Path, monkeypatch: pytest
     cfg = load_mount_config(parse(), env={"FUSTOR_API_KEY": "env-key", "FUSTOR_URL": "http://e:1"})
     assert cfg.api_key == "env-key" and cfg.url == "http://e:1"
     cfg = load_mount_config(parse("--api-key", "cli", "--url", "http://c:2", "--view", "v2",
-                                  "-o", "attr_timeout=7,entry_timeout=8", "-o", "allow_root", "-D"),
+                                  "-o", "attr_timeout=7,entry_timeout=8,attr_timeout_min=2",
+                                  "-o", "prefetch_entries=0", "-o", "allow_root", "-D"),
                             env={"FUSTOR_API_KEY": "env-key"})
     assert (cfg.api_key, cfg.url, cfg.view, cfg.detach) == ("cli", "http://c:2", "v2", True)
-    assert (cfg.cache.attr_timeout, cfg.cache.entry_timeout) == (7.0, 8.0)
+    assert (cfg.cache.attr_timeout, cfg.cache.entry_timeout, cfg.cache.attr_timeout_min) == (7.0, 8.0, 2.0)
+    assert cfg.cache.prefetch_entries == 0 and cfg.cache.dir_timeout == 7.0
     assert set(cfg.options) == {"allow_other", "allow_root"}
 
 
@@ -224,6 +229,9 @@ def test_config_defaults_file_and_precedence(tmp_path: Path, monkeypatch: pytest
     ("colour: blue\n", (), "unknown key"),
     ("attr_timeout: soon\n", (), "attr_timeout"),
     ("page_size: -1\n", (), "page_size"),
+    ("attr_timeout_min: soon\n", (), "attr_timeout_min"),
+    ("prefetch_entries: -5\n", (), "prefetch_entries"),
+    ("", ("-o", "prefetch_entries=many"), "prefetch_entries"),
     ("url: ftp://x\n", (), "URL"),
     ("", ("-o", "rw"), "rw"),
     ("", ("-o", "attr_timeout=x"), "attr_timeout"),

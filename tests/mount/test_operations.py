@@ -13,7 +13,7 @@ from typing import Any
 import pyfuse3
 import pytest
 import trio
-from fake_view import FakeView
+from fake_view import T0, FakeView
 
 from fustor.errors import AuthError, NotFoundError, ProtocolError
 from fustor_mount.finder import RealtimeFinder
@@ -99,6 +99,38 @@ async def test_getattr_served_from_cache_until_it_expires(view: FakeView, autoju
     await trio.sleep(10.5)
     assert (await ops.getattr(a.st_ino, CTX)).st_size == 5000
     assert view.calls["metadata"] == before + 1
+
+
+async def test_trust_follows_the_time_since_the_last_change(view: FakeView, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock) -> None:
+    now = T0 + 10_000.0
+    view.add("/data/fresh.dat", mtime=now - 20)       # a tenth of 20 s: below the minimum
+    view.add("/data/recent.dat", mtime=now - 150)     # 15 s
+    view.add("/data/written.dat", mtime=now - 150, integrity_suspect=True)  # the minimum
+    view.add("/hot", "dir", mtime=now - 10)
+    view.add("/hot/x.dat")
+    cfg = CacheConfig(attr_timeout=60.0, attr_timeout_min=3.0, entry_timeout=30.0,
+                      prefetch_entries=0)
+    t0 = trio.current_time()
+    ops = FustorOperations(view, cfg, clock=trio.current_time,
+                           wall=lambda: now + trio.current_time() - t0)
+    got = {n: await lookup_path(ops, f"/data/{n}")
+           for n in ("fresh.dat", "recent.dat", "written.dat", "a.dat")}
+    assert {n: (a.attr_timeout, a.entry_timeout) for n, a in got.items()} == {
+        "fresh.dat": (3.0, 3.0), "recent.dat": (15.0, 15.0), "written.dat": (3.0, 3.0),
+        "a.dat": (60.0, 30.0)}  # years old: the maximum (names: at most entry_timeout)
+    calls = view.calls["metadata"]
+    await trio.sleep(4)
+    for n in ("fresh.dat", "recent.dat", "a.dat"):
+        await ops.getattr(got[n].st_ino, CTX)
+    assert view.calls["metadata"] == calls + 1  # only fresh.dat was asked about again
+    # A directory's listing is trusted like the directory: /hot changed 10 s ago.
+    hot = await lookup_path(ops, "/hot")
+    await list_all(ops, hot.st_ino, monkeypatch, room=100)
+    await list_all(ops, hot.st_ino, monkeypatch, room=100)
+    assert view.calls["list_page"] == 1
+    await trio.sleep(3.5)
+    view.add("/hot/y.dat")
+    assert await list_all(ops, hot.st_ino, monkeypatch, room=100) == [b"x.dat", b"y.dat"]
 
 
 async def test_getattr_of_an_entry_gone_or_retyped_is_enoent(view: FakeView, autojump_clock: trio.abc.Clock) -> None:
