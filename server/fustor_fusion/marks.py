@@ -6,6 +6,7 @@ Sync, no I/O; the merge rules (scans.py, merge.py) set and clear them.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,7 @@ class MarkedTree(Tree):
         self.bs_deleted: dict[str, float] = {}
         self.blind_spots_dropped = 0
         self.recent: dict[str, float] = {}                     # file path → mtime (bounded)
+        self._recent_floor = -math.inf                         # oldest mtime the last trim kept
         self._hot_sec = params.hot_file_threshold              # params are frozen: read once
         self._suspect_ttl = params.suspect_ttl_sec
 
@@ -130,10 +132,15 @@ class MarkedTree(Tree):
 
     def _note_recent(self, path: str, mtime: float, now: float) -> None:
         rec = self.recent
+        if mtime < self._recent_floor and len(rec) >= RECENT_CAP // 2:
+            # older than all the newest half kept at the last trim: the next trim would drop
+            # it (a snapshot of a busy tree comes here for most rows; the sort is per 4096)
+            return
         rec[path] = mtime
         if len(rec) > RECENT_CAP:
             keep = sorted(rec, key=rec.__getitem__, reverse=True)[: RECENT_CAP // 2]
             self.recent = {p: rec[p] for p in keep}
+            self._recent_floor = rec[keep[-1]]
 
     # ------------------------------------------------------------------ reading
     def recent_files(self, limit: int) -> list[str]:

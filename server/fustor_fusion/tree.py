@@ -23,6 +23,7 @@ I_SIZE, I_MTIME, I_CTIME, I_MODE, I_UID, I_GID, I_CONFIRMED, I_FLAGS = range(8)
 _pack = REC.pack
 _unpack = REC.unpack
 _MTIME_AT_8 = struct.Struct("<d").unpack_from     # REC's mtime: after the 8-byte size
+_SIZE_AT_0 = struct.Struct("<q").unpack_from      # REC's size: its first field
 PLACEHOLDER_REC: Final = _pack(0, 0.0, 0.0, 0o755, 0, 0, 0.0, F_PLACEHOLDER)
 
 
@@ -252,10 +253,11 @@ class Tree:
 
     def _add(self, parent: Dir, path: str, name: str, node: Node) -> None:
         parent.children[name] = node
-        parent.added(name)
+        if parent.names is not None:         # (a snapshot fills directories never listed)
+            parent.added(name)
         if type(node) is bytes:              # a file: the bulk of every snapshot, kept cheap
             self.files += 1
-            self.total_size += REC.unpack_from(node)[I_SIZE]
+            self.total_size += _SIZE_AT_0(node)[0]
             if self.observer is not None:
                 self.observer(path, None, node)
         else:

@@ -5,6 +5,7 @@ reports each path it changes (`Tree.observer`) and only that path is recounted.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 
@@ -92,18 +93,53 @@ class UnionCounters:
             return out
 
         def observe(path: str, old: Node | None, new: Node | None) -> None:
+            # Runs for every row a pipe applies: the common cases are spelled out.
             i = path.rfind("/")
             head, name = path[:i] or "/", path[i + 1:]
-            lo = copies(before_me, head, name)
-            hi = copies(after_me, head, name)
-            if lo or hi:
+            lo = copies(before_me, head, name) if before_me else _NONE
+            hi = copies(after_me, head, name) if after_me else _NONE
+            if not lo and not hi:            # only this pipe holds the path
+                if old is None and type(new) is bytes:
+                    u[0] += 1
+                    u[1] += 1
+                    u[3] += _size_of(new)[0]
+                    return
+                a = _contribution([old]) if old is not None else _ZERO
+                b = _contribution([new]) if new is not None else _ZERO
+            elif old is None and type(new) is bytes and all(type(n) is bytes for n in lo) \
+                    and all(type(n) is bytes for n in hi):
+                # a file copy joins files: the union's entry stays one file, and only its
+                # size can change, when the new copy is the newest (ties: earlier pipe)
+                size, m = _size_mtime(new)
+                best_s, best_m = _newest(lo)
+                if m > best_m:
+                    hs, hm = _newest(hi)
+                    if m >= hm:
+                        if hm > best_m:
+                            best_s = hs
+                        u[3] += size - best_s
+                return
+            else:
                 mine_old = [old] if old is not None else []
                 mine_new = [new] if new is not None else []
                 a = _contribution(lo + mine_old + hi)
                 b = _contribution(lo + mine_new + hi)
-            else:                            # only this pipe holds the path (the common case)
-                a = _contribution([old]) if old is not None else _ZERO
-                b = _contribution([new]) if new is not None else _ZERO
-            for k in range(5):
-                u[k] += b[k] - a[k]
+            u[0] += b[0] - a[0]
+            u[1] += b[1] - a[1]
+            u[2] += b[2] - a[2]
+            u[3] += b[3] - a[3]
+            u[4] += b[4] - a[4]
         return observe
+
+
+_NONE: list[Node] = []
+
+
+def _newest(files: list[Node]) -> tuple[int, float]:
+    """(size, mtime) of the first newest of `files` (all bytes records); (0, -inf) if none."""
+    best_s, best_m = 0, -math.inf
+    for n in files:
+        size, m = _size_mtime(n)  # type: ignore[arg-type]
+        if m > best_m:
+            best_s, best_m = size, m
+    return best_s, best_m

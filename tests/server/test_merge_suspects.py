@@ -104,6 +104,21 @@ def test_recent_structure_is_bounded() -> None:
     assert top == [f"/f{RECENT_CAP + 9}", f"/f{RECENT_CAP + 8}", f"/f{RECENT_CAP + 7}"]
 
 
+def test_recent_keeps_the_newest_whatever_the_order_rows_come_in() -> None:
+    import random
+
+    from fustor_fusion.marks import RECENT_CAP
+    v, clk = make_view()
+    n = 3 * RECENT_CAP
+    order = list(range(n))
+    random.Random(7).shuffle(order)
+    v.apply("p1", [file(f"/f{i}", mtime=clk.w - 20000 + i) for i in order])
+    t = v.tree_of("p1")
+    assert RECENT_CAP // 2 <= len(t.recent) <= RECENT_CAP
+    want = [f"/f{i}" for i in range(n - 1, n - 1 - RECENT_CAP // 2, -1)]
+    assert v.sentinel_targets("p1", limit=RECENT_CAP // 2)["recent"] == want
+
+
 def test_sentinel_renews_a_changed_file_even_when_not_hot() -> None:
     v, clk = make_view(hot_file_threshold=60.0, suspect_ttl_sec=600.0)
     w = clk.w

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from fusion_rows import T0, delete, dir_, file, make_view, move, scan, up
 
 from fustor_fusion.tree import Dir, child_path, rec_of
@@ -119,9 +120,11 @@ def _pipe_brute(v: View, pid: str) -> tuple[int, int, int]:
     return files, dirs, size
 
 
-def test_incremental_counters_match_a_full_recount_under_random_ops() -> None:
+@pytest.mark.parametrize("pipes", [("p1", "p2"), ("p1", "p2", "p3")])
+def test_incremental_counters_match_a_full_recount_under_random_ops(
+        pipes: tuple[str, ...]) -> None:
     rng = random.Random(1234)
-    v, clk = make_view(("p1", "p2"))
+    v, clk = make_view(pipes)
     names = ["a", "b", "c"]
 
     def rpath(depth: int = 3) -> str:
@@ -130,7 +133,7 @@ def test_incremental_counters_match_a_full_recount_under_random_ops() -> None:
             p = child_path(p, rng.choice(names))
         return p
     for step in range(600):
-        pid = rng.choice(("p1", "p2"))
+        pid = rng.choice(pipes)
         op = rng.random()
         p = rpath()
         if op < 0.35:
@@ -152,7 +155,7 @@ def test_incremental_counters_match_a_full_recount_under_random_ops() -> None:
         st = v.stats()
         got = (st["entries"], st["files"], st["directories"], st["total_size"], st["conflicts"])
         assert got == _brute(v), f"step {step}"
-        for q in ("p1", "p2"):
+        for q in pipes:
             ps = st["pipes"][q]
             assert (ps["files"], ps["directories"], ps["total_size"]) == _pipe_brute(v, q)
 
