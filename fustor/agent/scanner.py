@@ -160,6 +160,7 @@ class Lister:
     def _list(self, fd: int, local: str, path: str, dmtime: int, out: list[str]) -> list[DirTask]:
         tail = f',"scan":{self._scan_q},"parent_mtime":{rows.seconds(dmtime)}}}'
         prefix = "/" if path == "/" else path + "/"
+        qprefix = _q(prefix)[:-1]   # + _q(name)[1:] = _q(prefix + name): escapes are per character
         lprefix = local + "/"
         exclude = None if self._exclude is never else self._exclude
         recursive = self._recursive
@@ -171,6 +172,7 @@ class Lister:
         append = out.append
         spill = self.spill
         spill_at = self.spill_at if spill is not None else 1 << 62
+        base = len(out)   # rows are counted from the length of `out`, not one by one
         # The hot loop (one pass per entry): locals only, one cached lookup for the type and
         # owner fields, one f-string for the row (str() of an int costs half a %d, and the
         # times are str(ns) split 9 digits from the end rather than a divmod and a %09d).
@@ -178,8 +180,7 @@ class Lister:
             with os.scandir(fd) as it:
                 for e in it:
                     name = e.name
-                    p = prefix + name
-                    if exclude is not None and exclude(name, p):
+                    if exclude is not None and exclude(name, prefix + name):
                         continue
                     try:
                         st = e.stat(follow_symlinks=False)
@@ -211,22 +212,25 @@ class Lister:
                     elif kind == '"dir"':
                         names.append(name)
                         if recursive:
-                            subdirs.append(DirTask(lprefix + name, p))
+                            subdirs.append(DirTask(lprefix + name, prefix + name))
                     mns = st.st_mtime_ns
                     cns = st.st_ctime_ns
                     mt = str(mns) if mns >= _NS else _digits(mns)
                     ct = str(cns) if cns >= _NS else _digits(cns)
-                    append(f'{{"op":"upsert","path":{_q(p)},"type":{kind},"size":{st.st_size},'
+                    append(f'{{"op":"upsert","path":{qprefix}{_q(name)[1:]},"type":{kind},'
+                           f'"size":{st.st_size},'
                            f'"mtime":{mt[:-9]}.{mt[-9:]},"ctime":{ct[:-9]}.{ct[-9:]},{owner}{tail}')
-                    entries += 1
                     if len(out) >= spill_at:
                         assert spill is not None
-                        spill(out)
+                        entries += len(out) - base
+                        spill(out)   # empties `out`
+                        base = 0
         except OSError as exc:
             # The listing broke off (directory removed, stale NFS handle): no DirDone for it.
             log.debug("listing %r broke off: %s", local, exc)
             errors += 1
             complete = False
+        entries += len(out) - base
         if complete:
             append(f'{{"op":"dir_done","scan":{self._scan_q},"path":{_q(path)},"skipped":false}}')
             if self._cache is not None:

@@ -293,3 +293,22 @@ async def test_scan_rows_equal_realtime_rows(tmp_path: Path) -> None:
     for name in [f"f{i}" for i in range(len(times))] + ["sub"]:
         st = os.lstat(tmp_path / name)
         assert upserts["/" + name] == rows.upsert("/" + name, st, scan="s1", parent_mtime=parent)
+
+
+async def test_huge_directory_is_streamed_and_counted(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(700):
+        (big / f"f{i}").write_bytes(b"")
+    batches: list[int] = []
+    rec = Recorder()
+
+    async def sink(rows_: list[str]) -> None:
+        batches.append(len(rows_))
+        rec.emit(rows_)
+
+    # chunk=1: rows are handed over every 256 rows even inside one directory's listing.
+    res = await run_scan(str(tmp_path), sink, kind="snapshot", chunk=1)
+    assert res.ok and res.entries == 702 == len(rec.ops("upsert"))
+    assert max(batches) <= 256
+    check_order(rec.rows)
