@@ -184,6 +184,9 @@ class Walker(Generic[T]):
         local = [first]
         out: list[str] = []
         while True:
+            # The thread may walk the whole tree in one call: see a cancellation here, as the
+            # event loop cannot stop a thread.
+            trio.from_thread.check_cancelled()
             if not local:
                 more = self._take()
                 if more is None:

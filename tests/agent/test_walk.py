@@ -4,8 +4,10 @@ workers once listing blocks on I/O."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
+import trio
 
 from fustor.agent import walk
 from fustor.agent.walk import Walker
@@ -43,3 +45,24 @@ async def test_walk_blocked_on_io_uses_every_worker(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(walk, "_waits", lambda: next(ticks))
     walker = await _walk(4)
     assert walker._allowed == 4
+
+
+async def test_cancelled_walk_stops_within_a_directory() -> None:
+    # One thread may walk the whole tree in one call (no rows: no hand-over to the event
+    # loop), as the watch installation does: a cancellation still ends it at once.
+    visited = [0]
+
+    def visit(node: tuple[int, ...], out: list[str]) -> list[tuple[int, ...]]:
+        visited[0] += 1
+        time.sleep(0.001)
+        return [node + (i,) for i in range(10)] if len(node) < 4 else []
+
+    async def sink(batch: list[str]) -> None:
+        return None
+
+    walker: Walker[tuple[int, ...]] = Walker(visit, sink, workers=1, chunk=1 << 30)
+    t0 = time.monotonic()
+    with trio.move_on_after(0.2):
+        await walker.run([()])
+    assert time.monotonic() - t0 < 1.0
+    assert visited[0] < 11111
