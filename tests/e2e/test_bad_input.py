@@ -280,8 +280,8 @@ def q(fake: Fake, endpoint: str, key: str | None = VIEW_KEY, view: str = VIEW,
                      timeout=10.0)
 
 
-@pytest.mark.parametrize("endpoint", ["tree", "metadata", "search", "stats", "blind-spots",
-                                      "suspects", "sessions"])
+@pytest.mark.parametrize("endpoint", ["tree", "metadata", "walk", "search", "stats",
+                                      "blind-spots", "suspects", "sessions"])
 def test_query_keys_and_scopes(fake: Fake, endpoint: str) -> None:
     params = {"path": "/a", "pattern": "*"}
     _clear_4xx(q(fake, endpoint, None, **params), 401)
@@ -308,6 +308,10 @@ def test_query_bad_parameters(fake: Fake) -> None:
     _clear_4xx(q(fake, "search"), 400)
     _clear_4xx(q(fake, "search", pattern="*", limit="many"), 400)
     _clear_4xx(q(fake, "jobs/j-unknown"), 404)
+    _clear_4xx(q(fake, "walk", path="/a/f1"), 404)  # a file has no listing
+    _clear_4xx(q(fake, "walk", path="/a", **{"from": "/"}), 400)  # from outside path
+    _clear_4xx(q(fake, "walk", max_entries="0"), 400)
+    _clear_4xx(q(fake, "walk", max_entries="all"), 400)
     assert fake.tree() == before
 
 
@@ -326,6 +330,15 @@ def test_query_random_paths(fake: Fake, path: str, endpoint: str) -> None:
                        st.text(max_size=8), min_size=1))
 def test_query_random_parameters(fake: Fake, params: dict[str, str]) -> None:
     r = q(fake, "tree", **params)
+    if r.status_code != 200:
+        _clear_4xx(r, 400, 404)
+
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(["from", "path", "max_entries", "allow_partial"]),
+                       st.text(max_size=8), min_size=1))
+def test_walk_random_parameters(fake: Fake, params: dict[str, str]) -> None:
+    r = q(fake, "walk", **params)
     if r.status_code != 200:
         _clear_4xx(r, 400, 404)
 
