@@ -19,8 +19,10 @@ from fustor_fusion.httputil import (
     arg_path,
     arg_str,
     big_json_response,
+    encode_json,
     install_error_handlers,
     json_response,
+    json_text_response,
 )
 from fustor_fusion.state import FusionState
 from fustor_fusion.view import View
@@ -80,6 +82,13 @@ def create_app(state: FusionState) -> QuartTrio:
             body["find_pending"] = True
         else:
             meta = state.meta(view, allow_partial=allow_partial)
+            if not recursive and max_depth != 0 and not only_path:
+                # the common listing, its children encoded straight from the tree (~2x faster)
+                got = view.listing_json(path, limit=limit, cursor=cursor, max_children=BIG_LIMIT)
+                if got is not None:
+                    return json_text_response(
+                        f'{{"view":{encode_json(view.id)},"path":{encode_json(path)},"entry":{got[0]},'
+                        f'"next_cursor":{encode_json(got[1])},"meta":{encode_json(meta)}}}')
             entry, next_cursor = view.tree(path, recursive=recursive, max_depth=max_depth,
                                            only_path=only_path, limit=limit, cursor=cursor)
         body["entry"] = entry

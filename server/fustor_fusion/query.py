@@ -10,9 +10,10 @@ import binascii
 import fnmatch
 import heapq
 import itertools
+import json
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from fustor.errors import ProtocolError
@@ -139,6 +140,45 @@ def render_children(parent: str, dirs: list[tuple[PipeTree, Dir]], names: Iterat
         elif t is Link:
             e["target"] = node.target  # type: ignore[union-attr]
         out.append(e)
+    return out
+
+
+_q = json.encoder.encode_basestring_ascii      # what json.dumps writes for a str (C)
+_ENTRY_FMT = ('{"name":%s,"path":%s,"type":"%s","size":%d,"mtime":%r,"ctime":%r,"mode":%d,'
+              '"uid":%d,"gid":%d,"integrity_suspect":%s,"sources":%s,"blind_spot":%s,'
+              '"conflict":false%s}')
+
+
+def children_json(parent: str, pt: PipeTree, d: Dir, names: Iterable[str]) -> list[str]:
+    """The JSON texts json.dumps(separators=(",", ":")) writes for `render_children` of a
+    directory only one pipe holds, formatted straight from the records: no dict per child,
+    and one %-format instead of the encoder's per-value dispatch (about half the time).
+    Floats are written with repr, as json does (stored times are finite)."""
+    out: list[str] = []
+    pre = "/" if parent == "/" else parent + "/"
+    ch = d.children
+    sources = json.dumps([pt.pipe_id], separators=(",", ":"))
+    suspects = pt.suspects
+    added = pt.bs_added
+    unpack = _unpack
+    fmt = _ENTRY_FMT
+    for n in names:
+        node = ch[n]
+        t = type(node)
+        path = pre + n
+        if t is bytes:
+            size, mtime, ctime, mode, uid, gid, _, _ = unpack(node)  # type: ignore[arg-type]
+            kind, extra = "file", ""
+        else:
+            size, mtime, ctime, mode, uid, gid, _, _ = unpack(node.rec)  # type: ignore[union-attr]
+            if t is Dir:
+                kind, extra = "dir", f',"child_count":{len(node.children)}'  # type: ignore[union-attr]
+            else:
+                kind, extra = "symlink", ',"target":' + _q(node.target)  # type: ignore[union-attr]
+        out.append(fmt % (
+            _q(n), _q(path), kind, size, mtime, ctime, mode, uid, gid,
+            "true" if suspects and path in suspects else "false", sources,
+            '"added"' if added and path in added else "null", extra))
     return out
 
 

@@ -6,6 +6,8 @@ union's counters are kept incrementally by union.py.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
@@ -195,6 +197,35 @@ class View:
                                              only_path, budget, cap))
         entry["children"] = children
         return entry, next_cursor
+
+    def listing_json(self, path: str, *, limit: int | None = None, cursor: str | None = None,
+                     max_children: int = 5000) -> tuple[str, str | None] | None:
+        """`tree(path, recursive=False, limit=, cursor=)` as (entry JSON text, next_cursor),
+        the children encoded straight from their records (`query.children_json`), when one
+        pipe holds the directory and the answer has at most `max_children` children; None
+        otherwise (the caller uses `tree`). Same text as json.dumps(separators=(",", ":"))
+        of `tree`'s entry."""
+        if limit is not None and limit < 0:
+            raise ProtocolError(f"limit: must be >= 0, got {limit}")
+        after = None if cursor is None else query.decode_cursor(cursor)
+        hs = self._holders(path)
+        if len(hs) != 1 or type(hs[0][1]) is not Dir:
+            return None
+        pt, d = hs[0]
+        n = len(d.children)  # type: ignore[union-attr]
+        cap = self.config.driver_params.max_tree_items
+        if min(n, limit if limit is not None else n) > min(max_children, cap - 1):
+            return None                       # big: `tree` answers (or refuses) it
+        entry = query.render(path, hs)
+        names = query.child_names([(pt, d)], after)  # type: ignore[list-item]
+        picked = list(names) if limit is None else list(itertools.islice(names, limit))
+        kids = query.children_json(path, pt, d, picked)  # type: ignore[arg-type]
+        next_cursor = None
+        if limit is not None and next(names, None) is not None:
+            next_cursor = query.encode_cursor(picked[-1]) if picked else (
+                cursor if cursor is not None else query.encode_cursor(""))
+        head = json.dumps(entry, separators=(",", ":"))
+        return f'{head[:-1]},"children":[{",".join(kids)}]}}', next_cursor
 
     def _render_sub(self, parent: str, dirs: list[tuple[PipeTree, Dir]], name: str,
                     depth: int | None, only_path: bool, budget: list[int], cap: int

@@ -202,6 +202,31 @@ def test_listing_shapes_of_every_kind_and_union_sources() -> None:
     assert e["children"][0]["sources"] == ["p1", "p2"] and e["children"][0]["size"] == 5
 
 
+def test_listing_json_is_the_text_json_dumps_writes_for_tree() -> None:
+    from fustor_fusion.httputil import encode_json
+    v, clk = make_view(("p1", "p2"), hot_file_threshold=60.0)
+    odd = 'caf\udce9 "q" \\ \u00e9'
+    v.apply("p1", [file(f"/d/{odd}", size=2**40, mtime=T0 + 0.123456789),
+                   up("/d/l", "symlink", target='t"x'), dir_("/d/s"), file("/d/s/x"),
+                   file("/d/hot", mtime=clk.w, write="progress"), file("/d/0", mtime=0)])
+    v.apply("p1", scan("a1", "audit", [file("/d/new", mtime=T0 + 5)]))
+    v.apply("p2", [file("/other")])
+    for limit, cursor in ((None, None), (0, None), (2, None), (100, None)):
+        got = v.listing_json("/d", limit=limit, cursor=cursor)
+        assert got is not None
+        entry, cur = v.tree("/d", recursive=False, limit=limit, cursor=cursor)
+        assert got == (encode_json(entry), cur)
+    _, cur = v.tree("/d", recursive=False, limit=2)
+    entry, cur2 = v.tree("/d", recursive=False, limit=2, cursor=cur)
+    assert v.listing_json("/d", limit=2, cursor=cur) == (encode_json(entry), cur2)
+    assert v.listing_json("/d/s") == (encode_json(v.tree("/d/s", recursive=False)[0]), None)
+    # held by two pipes, a file, too big, absent: None (the caller uses `tree`)
+    assert v.listing_json("/") is None and v.listing_json("/d/0") is None
+    assert v.listing_json("/d", max_children=3) is None
+    assert v.listing_json("/d", max_children=3, limit=3) is not None
+    assert v.listing_json("/nope") is None
+
+
 def test_non_utf8_names_round_trip_through_listing_and_cursor() -> None:
     v, _ = make_view()
     odd = "caf\udce9"                             # os.fsdecode(b"caf\xe9")
