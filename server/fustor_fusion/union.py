@@ -106,18 +106,14 @@ class UnionCounters:
                     return
                 a = _contribution([old]) if old is not None else _ZERO
                 b = _contribution([new]) if new is not None else _ZERO
-            elif old is None and type(new) is bytes and all(type(n) is bytes for n in lo) \
-                    and all(type(n) is bytes for n in hi):
+            elif old is None and type(new) is bytes and (
+                    (low := _newest(lo)) is not None and (high := _newest(hi)) is not None):
                 # a file copy joins files: the union's entry stays one file, and only its
                 # size can change, when the new copy is the newest (ties: earlier pipe)
                 size, m = _size_mtime(new)
-                best_s, best_m = _newest(lo)
-                if m > best_m:
-                    hs, hm = _newest(hi)
-                    if m >= hm:
-                        if hm > best_m:
-                            best_s = hs
-                        u[3] += size - best_s
+                best_s, best_m = low
+                if m > best_m and m >= high[1]:
+                    u[3] += size - (high[0] if high[1] > best_m else best_s)
                 return
             else:
                 mine_old = [old] if old is not None else []
@@ -135,11 +131,14 @@ class UnionCounters:
 _NONE: list[Node] = []
 
 
-def _newest(files: list[Node]) -> tuple[int, float]:
-    """(size, mtime) of the first newest of `files` (all bytes records); (0, -inf) if none."""
+def _newest(nodes: list[Node]) -> tuple[int, float] | None:
+    """(size, mtime) of the first newest of `nodes` if all are files, (0, -inf) if there are
+    none, None if one is not a file."""
     best_s, best_m = 0, -math.inf
-    for n in files:
-        size, m = _size_mtime(n)  # type: ignore[arg-type]
+    for n in nodes:
+        if type(n) is not bytes:
+            return None
+        size, m = _size_mtime(n)
         if m > best_m:
             best_s, best_m = size, m
     return best_s, best_m
