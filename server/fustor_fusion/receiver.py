@@ -38,10 +38,12 @@ from fustor_fusion.state import FusionState, PipeRuntime
 
 log = logging.getLogger(__name__)
 
-# Rows applied between two checkpoints: ~1-3 ms (1-6 us per row, more with several pipes
+# Rows applied between two checkpoints: ~0.5-1.5 ms (2-6 us per row, more with several pipes
 # in a view). A query needs several scheduling rounds (read, handle, send), each of which may
 # wait for one chunk, so the chunk bounds query latency during ingest a few times over.
-CHUNK_ROWS = 500
+# Measured (tests/server/fusion_bench.py, 100k rows): metadata p99 during ingest 26-34 ms with
+# 500 rows, 14-25 ms with 250, ingest rate the same within noise (a checkpoint is ~10 us).
+CHUNK_ROWS = 250
 THREAD_PARSE_BYTES = 256 * 1024     # bigger bodies are decoded in a worker thread
 # json.loads is one C call that holds the GIL throughout (~10 ns per byte): a worker thread
 # decoding a 2.5 MB batch in one go would stop the event loop for 25 ms or more. Agent-shaped
