@@ -95,7 +95,7 @@ class FusionConfig:
 class SourceParams:
     exclude: tuple[str, ...] = ()
     max_scan_workers: int = 4
-    batch_size: int = 2000
+    batch_size: int = 10000
     coalesce_sec: float = 0.2
 
 
@@ -514,7 +514,7 @@ def parse_agent(data: dict[str, Any], origin: Mapping[str, Path]) -> AgentConfig
         params = SourceParams(
             exclude=dp.str_list("exclude"),
             max_scan_workers=dp.get("max_scan_workers", int, 4, _positive),
-            batch_size=dp.get("batch_size", int, 2000, _positive),
+            batch_size=dp.get("batch_size", int, 10000, _positive),
             coalesce_sec=dp.get("coalesce_sec", float, 0.2, _non_negative),
         )
         dp.done()
