@@ -144,7 +144,9 @@ def render_children(parent: str, dirs: list[tuple[PipeTree, Dir]], names: Iterat
 
 
 _q = json.encoder.encode_basestring_ascii      # what json.dumps writes for a str (C)
-_ENTRY_FMT = ('{"name":%s,"path":%s,"type":"%s","size":%d,"mtime":%r,"ctime":%r,"mode":%d,'
+# name and path share the quoted name: `"name":"N","path":"/parent/N"` is written from the
+# quoted parent prefix (without its closing quote) and the quoted name (without its opening one).
+_ENTRY_FMT = ('{"name":"%s,"path":%s%s,"type":"%s","size":%d,"mtime":%r,"ctime":%r,"mode":%d,'
               '"uid":%d,"gid":%d,"integrity_suspect":%s,"sources":%s,"blind_spot":%s,'
               '"conflict":false%s}')
 
@@ -156,6 +158,7 @@ def children_json(parent: str, pt: PipeTree, d: Dir, names: Iterable[str]) -> li
     Floats are written with repr, as json does (stored times are finite)."""
     out: list[str] = []
     pre = "/" if parent == "/" else parent + "/"
+    pre_q = _q(pre)[:-1]
     ch = d.children
     sources = json.dumps([pt.pipe_id], separators=(",", ":"))
     suspects = pt.suspects
@@ -165,7 +168,6 @@ def children_json(parent: str, pt: PipeTree, d: Dir, names: Iterable[str]) -> li
     for n in names:
         node = ch[n]
         t = type(node)
-        path = pre + n
         if t is bytes:
             size, mtime, ctime, mode, uid, gid, _, _ = unpack(node)  # type: ignore[arg-type]
             kind, extra = "file", ""
@@ -175,10 +177,11 @@ def children_json(parent: str, pt: PipeTree, d: Dir, names: Iterable[str]) -> li
                 kind, extra = "dir", f',"child_count":{len(node.children)}'  # type: ignore[union-attr]
             else:
                 kind, extra = "symlink", ',"target":' + _q(node.target)  # type: ignore[union-attr]
+        nq = _q(n)[1:]
         out.append(fmt % (
-            _q(n), _q(path), kind, size, mtime, ctime, mode, uid, gid,
-            "true" if suspects and path in suspects else "false", sources,
-            '"added"' if added and path in added else "null", extra))
+            nq, pre_q, nq, kind, size, mtime, ctime, mode, uid, gid,
+            "true" if suspects and pre + n in suspects else "false", sources,
+            '"added"' if added and pre + n in added else "null", extra))
     return out
 
 
