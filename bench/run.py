@@ -378,6 +378,23 @@ def bench(entries: int, work: Path, runs: int) -> tuple[list[Figure], dict[str, 
                            "entries/s", ">= 150000", m_n / median(tms), "find on source",
                            [m_n / t for t in tm],
                            note=f"{where}; first (cold) pass {m_n / t_cold:,.0f} entries/s"))
+        # The same passes over a C FUSE filesystem (bindfs, passthrough, same cache timeouts
+        # as the mount's maximum): what any FUSE filesystem costs per directory on this
+        # machine (four kernel round trips: opendir, readdir, readdir at the end, releasedir).
+        bmnt = group.base / "bindfs"
+        bmnt.mkdir()
+        subprocess.run(["bindfs", "-o", "attr_timeout=60,entry_timeout=60", root, str(bmnt)],
+                       check=True, capture_output=True)
+        try:
+            b_roots = [str(bmnt) + s for s in scope]
+            find_printf(*b_roots)
+            tb = repeat(lambda: find_printf(*b_roots), 1 if n > 300_000 else runs)
+        finally:
+            bindfs_unmount(bmnt)
+        figs.append(Figure("Mount", "find over bindfs (C FUSE passthrough), second pass",
+                           m_n / median(tb), "entries/s", "", m_n / median(tm),
+                           "find MNT, second pass", [m_n / t for t in tb],
+                           note="the FUSE round trips alone, without Fusion or Python"))
         wide10k = info.wide["10000"]
         run_quiet(["ls", "-l", str(mnt) + wide10k])
         tl = repeat(lambda: run_quiet(["ls", "-l", str(mnt) + wide10k]), runs)
