@@ -31,6 +31,9 @@ class Source:
         return self.real != self.watched
 
 
+GONE_SEC = 3.0  # well past the agents' event latency (batches go out within 1 s)
+
+
 @dataclass
 class OpMix:
     seed: int
@@ -47,6 +50,11 @@ class OpMix:
         # quadratic); a stale pick only skips an operation, the same way for the same seed.
         self._walks: dict[Path, tuple[int, tuple[list[bytes], list[bytes], list[bytes]]]] = {}
         self._steps = 0
+        # Paths a seen operation removed, and when. DESIGN §6 rule 4 drops an audit row whose
+        # mtime is not newer than the delete's watermark (it cannot tell a re-creation within
+        # the event latency from a scan that raced the delete), so a blind re-creation right
+        # after a seen removal would never converge: the mix does not make one.
+        self._gone: dict[tuple[Path, bytes], float] = {}
 
     # -------------------------------------------------------------- helpers
     def _root(self, src: Source) -> tuple[Path, str]:
@@ -77,6 +85,23 @@ class OpMix:
         shown = " ".join(p.decode("utf-8", "backslashreplace") for p in paths)
         self.log.append(f"{len(self.log):4d} {src.name}/{how}: {what} {shown}")
 
+    def _removed(self, src: Source, how: str, rel: bytes) -> None:
+        if how == "seen":
+            self._gone[(src.real, rel)] = time.monotonic()
+
+    def _fresh_gone(self, src: Source, how: str, rel: bytes) -> bool:
+        """True when a blind operation would re-create `rel` (or something under it) within
+        a few seconds of a seen removal of it."""
+        if how != "blind":
+            return False
+        now = time.monotonic()
+        for (real, gone), at in list(self._gone.items()):
+            if now - at > GONE_SEC:
+                del self._gone[(real, gone)]
+            elif real == src.real and (rel == gone or rel.startswith(gone + b"/")):
+                return True
+        return False
+
     # -------------------------------------------------------------- one operation
     def step(self) -> None:
         src = self.rng.choice(self.sources)
@@ -101,7 +126,7 @@ class OpMix:
             if op == "create" or (op in ("append", "truncate", "touch_past", "touch_future",
                                          "cp_p", "delete", "rename_file") and not files):
                 rel = os.path.join(d, self._name()) if d else self._name()
-                if os.path.lexists(P(rel)):
+                if os.path.lexists(P(rel)) or self._fresh_gone(src, how, rel):
                     return
                 with open(P(rel), "wb") as f:
                     f.write(os.urandom(self.rng.randrange(0, 5000)))
@@ -110,6 +135,8 @@ class OpMix:
                 rel = os.path.join(*(os.fsencode(self.rng.choice(["p", "q", "r"]) + str(i))
                                      for i in range(self.rng.randrange(1, 4))))
                 rel = os.path.join(d, rel) if d else rel
+                if self._fresh_gone(src, how, rel):
+                    return
                 try:
                     subprocess.run([b"mkdir", b"-p", P(rel)], check=True, capture_output=True)
                 except subprocess.CalledProcessError:
@@ -120,8 +147,13 @@ class OpMix:
                 self._rec(src, how, "mkdir -p + creates", rel)
             elif op == "append":
                 rel = self.rng.choice(files)
-                with open(P(rel), "ab") as f:
-                    f.write(b"y" * self.rng.randrange(1, 3000))
+                # No O_CREAT: a pick from a listing a few operations old may be gone, and an
+                # append must not re-create it.
+                fd = os.open(P(rel), os.O_WRONLY | os.O_APPEND)
+                try:
+                    os.write(fd, b"y" * self.rng.randrange(1, 3000))
+                finally:
+                    os.close(fd)
                 self._rec(src, how, "append", rel)
             elif op == "truncate":
                 rel = self.rng.choice(files)
@@ -131,53 +163,60 @@ class OpMix:
                 rel = self.rng.choice(files)
                 delta = self.rng.uniform(3600, 400 * 86400)
                 ts = time.time() + (delta if op == "touch_future" else -delta)
-                subprocess.run([b"touch", b"-d", b"@%.9f" % ts, P(rel)], check=True,
+                subprocess.run([b"touch", b"-c", b"-d", b"@%.9f" % ts, P(rel)], check=True,
                                capture_output=True)
                 self._rec(src, how, f"touch -d {op[6:]}", rel)
             elif op == "cp_p":
                 rel = self.rng.choice(files)
                 dest = os.path.join(d, self._name()) if d else self._name()
-                if os.path.lexists(P(dest)):
+                if os.path.lexists(P(dest)) or self._fresh_gone(src, how, dest):
                     return
                 subprocess.run([b"cp", b"-p", P(rel), P(dest)], check=True, capture_output=True)
                 self._rec(src, how, "cp -p", rel, dest)
             elif op == "delete":
                 rel = self.rng.choice(files + links) if links else self.rng.choice(files)
                 os.unlink(P(rel))
+                self._removed(src, how, rel)
                 self._rec(src, how, "rm", rel)
             elif op == "rename_file":
                 rel = self.rng.choice(files + links) if links else self.rng.choice(files)
                 dest = os.path.join(d, self._name()) if d else self._name()
-                if os.path.isdir(P(dest)):
+                if os.path.isdir(P(dest)) or self._fresh_gone(src, how, dest):
                     return
                 os.rename(P(rel), P(dest))
+                self._removed(src, how, rel)
                 self._rec(src, how, "mv", rel, dest)
             elif op == "rename_dir":
                 if len(dirs) < 2:
                     return
                 rel = self.rng.choice(dirs[1:])
                 dest = os.path.join(d, self._name()) if d else self._name()
-                if dest == rel or dest.startswith(rel + b"/") or os.path.lexists(P(dest)):
+                if dest == rel or dest.startswith(rel + b"/") or os.path.lexists(P(dest)) \
+                        or self._fresh_gone(src, how, dest):
                     return
                 os.rename(P(rel), P(dest))
+                self._removed(src, how, rel)
                 self._rec(src, how, "mv dir", rel, dest)
             elif op == "rmtree":
                 if len(dirs) < 2:
                     return
                 rel = self.rng.choice(dirs[1:])
                 shutil.rmtree(P(rel))
+                self._removed(src, how, rel)
                 self._rec(src, how, "rm -r", rel)
             elif op == "dir_to_file":
                 if len(dirs) < 2:
                     return
                 rel = self.rng.choice(dirs[1:])
+                if self._fresh_gone(src, how, rel):
+                    return
                 shutil.rmtree(P(rel))
                 with open(P(rel), "wb") as f:
                     f.write(b"now a file")
                 self._rec(src, how, "replace dir by file", rel)
             elif op == "symlink":
                 rel = os.path.join(d, self._name()) if d else self._name()
-                if os.path.lexists(P(rel)):
+                if os.path.lexists(P(rel)) or self._fresh_gone(src, how, rel):
                     return
                 target = self.rng.choice(files) if files and self.rng.random() < 0.7 \
                     else b"../nowhere/" + self._name()
